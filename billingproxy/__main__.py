@@ -1,0 +1,3 @@
+from billingproxy.cli import main
+
+main()

@@ -1,0 +1,255 @@
+"""``python -m billingproxy``: the operator CLI. DATABASE_URL comes from the environment."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import click
+
+from billingproxy import db
+from billingproxy.settings import ConfigError
+from billingproxy.tenants import ApiKey, InvalidInput, NotFound, Tenant, TenantStore
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+
+def _emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    else:
+        human()
+
+
+def _table(rows: Iterable[dict[str, Any]], columns: list[str]) -> None:
+    rows = [{c: "" if r.get(c) is None else str(r.get(c)) for c in columns} for r in rows]
+    widths = {c: max([len(c)] + [len(r[c]) for r in rows]) for c in columns}
+    click.echo("  ".join(c.upper().ljust(widths[c]) for c in columns))
+    for row in rows:
+        click.echo("  ".join(row[c].ljust(widths[c]) for c in columns))
+
+
+@contextmanager
+def _store():
+    """A TenantStore on a fresh connection; operator mistakes become one clear error line."""
+    try:
+        with db.connect() as conn:
+            yield TenantStore(conn)
+    except (InvalidInput, NotFound, ConfigError, db.MigrationError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+def main() -> None:
+    """BillingProxy operator CLI."""
+
+
+# ---- db ----------------------------------------------------------------------------------
+
+
+@main.group("db")
+def db_group() -> None:
+    """Database schema."""
+
+
+@db_group.command("migrate")
+@click.option("--target", type=int, default=None, help="Stop at this migration version.")
+def db_migrate(target: int | None) -> None:
+    """Apply pending migrations (re-running is a no-op)."""
+    try:
+        applied = db.migrate(target=target)
+    except (ConfigError, db.MigrationError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for migration in applied:
+        click.echo(f"applied {migration.path.name}")
+    click.echo("schema is up to date" if not applied else f"{len(applied)} migration(s) applied")
+
+
+# ---- tenants -----------------------------------------------------------------------------
+
+TENANT_COLUMNS = ["id", "name", "status", "allowed_models", "budget_usd", "budget_period", "rpm_limit", "tpm_limit"]
+
+
+def _show_tenant(tenant: Tenant, as_json: bool) -> None:
+    data = tenant.to_json()
+    _emit(data, as_json, lambda: [click.echo(f"{k:20} {v}") for k, v in data.items()])
+
+
+@main.group()
+def tenant() -> None:
+    """Create and manage tenants."""
+
+
+@tenant.command("create")
+@click.argument("name")
+@click.option("--budget-usd", default=None, help="Budget per period in USD (omit for none).")
+@click.option("--budget-period", type=click.Choice(["monthly", "daily", "total"]), default="monthly")
+@click.option("--models", default=None, help="Comma-separated allowed models (omit for all).")
+@click.option("--rpm", type=click.IntRange(min=1), default=None, help="Requests per minute.")
+@click.option("--tpm", type=click.IntRange(min=1), default=None, help="Tokens per minute.")
+@click.option("--stripe-customer", default=None, help="Stripe customer id (cus_…).")
+@json_option
+def tenant_create(name, budget_usd, budget_period, models, rpm, tpm, stripe_customer, as_json) -> None:
+    """Create a tenant."""
+    with _store() as store:
+        created = store.create_tenant(
+            name,
+            models=models,
+            budget_usd=budget_usd,
+            budget_period=budget_period,
+            rpm_limit=rpm,
+            tpm_limit=tpm,
+            stripe_customer_id=stripe_customer,
+        )
+    _show_tenant(created, as_json)
+
+
+@tenant.command("list")
+@json_option
+def tenant_list(as_json: bool) -> None:
+    """List tenants."""
+    with _store() as store:
+        tenants = [t.to_json() for t in store.list_tenants()]
+    _emit(tenants, as_json, lambda: _table(tenants, TENANT_COLUMNS))
+
+
+@tenant.command("show")
+@click.argument("tenant_ref", metavar="TENANT")
+@json_option
+def tenant_show(tenant_ref: str, as_json: bool) -> None:
+    """Show one tenant (by id or name)."""
+    with _store() as store:
+        found = store.get_tenant(tenant_ref)
+    _show_tenant(found, as_json)
+
+
+_CLEAR = "none"
+
+
+def _optional(value: str | None, parse: Callable[[str], Any] = str) -> Any:
+    """CLI value → store argument: omitted keeps, 'none' clears."""
+    if value is None:
+        return TenantStore._UNSET
+    return None if value.lower() == _CLEAR else parse(value)
+
+
+def _int(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidInput(f"expected a whole number or 'none', got {value!r}") from None
+
+
+@tenant.command("update")
+@click.argument("tenant_ref", metavar="TENANT")
+@click.option("--name", default=None)
+@click.option("--budget-usd", default=None, help="New budget in USD, or 'none' to remove it.")
+@click.option("--budget-period", type=click.Choice(["monthly", "daily", "total"]), default=None)
+@click.option("--models", default=None, help="Comma-separated allowed models; '' allows all.")
+@click.option("--rpm", default=None, help="Requests per minute, or 'none'.")
+@click.option("--tpm", default=None, help="Tokens per minute, or 'none'.")
+@click.option("--stripe-customer", default=None, help="Stripe customer id, or 'none'.")
+@json_option
+def tenant_update(tenant_ref, name, budget_usd, budget_period, models, rpm, tpm, stripe_customer, as_json) -> None:
+    """Change a tenant's settings; omitted options stay as they are."""
+    with _store() as store:
+        updated = store.update_tenant(
+            tenant_ref,
+            name=name,
+            models=models,
+            budget_usd=_optional(budget_usd),
+            budget_period=budget_period,
+            rpm_limit=_optional(rpm, _int),
+            tpm_limit=_optional(tpm, _int),
+            stripe_customer_id=_optional(stripe_customer),
+        )
+    _show_tenant(updated, as_json)
+
+
+def _status_command(name: str, status: str, help_text: str) -> None:
+    @tenant.command(name, help=help_text)
+    @click.argument("tenant_ref", metavar="TENANT")
+    @json_option
+    def command(tenant_ref: str, as_json: bool) -> None:
+        with _store() as store:
+            changed = store.set_status(tenant_ref, status)
+        _show_tenant(changed, as_json)
+
+
+_status_command("suspend", "suspended", "Suspend a tenant: its keys are refused (403) within the auth cache TTL.")
+_status_command("resume", "active", "Make a suspended tenant active again.")
+
+
+# ---- keys --------------------------------------------------------------------------------
+
+KEY_COLUMNS = ["id", "tenant_id", "key_prefix", "name", "state", "created_at", "expires_at"]
+
+
+def _key_created(key: ApiKey, token: str, as_json: bool, **extra: Any) -> None:
+    data = {**key.to_json(), "token": token, **extra}
+
+    def human() -> None:
+        click.echo(f"key id:  {key.id}\ntenant:  {key.tenant_id}\ntoken:   {token}")
+        click.echo("Store the token now: it is shown once and kept only as a hash.")
+
+    _emit(data, as_json, human)
+
+
+@main.group()
+def key() -> None:
+    """Create and manage gateway tokens."""
+
+
+@key.command("create")
+@click.argument("tenant_ref", metavar="TENANT")
+@click.option("--name", default=None, help="A label for the key.")
+@click.option("--expires-in-days", type=click.FloatRange(min=0, min_open=True), default=None)
+@json_option
+def key_create(tenant_ref: str, name: str | None, expires_in_days: float | None, as_json: bool) -> None:
+    """Create a gateway token for a tenant (printed once)."""
+    expires_at = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
+    with _store() as store:
+        created, token = store.create_key(tenant_ref, name=name, expires_at=expires_at)
+    _key_created(created, token, as_json)
+
+
+@key.command("list")
+@click.option("--tenant", "tenant_ref", default=None, help="Only this tenant's keys.")
+@json_option
+def key_list(tenant_ref: str | None, as_json: bool) -> None:
+    """List keys (never the tokens)."""
+    with _store() as store:
+        keys = [k.to_json() for k in store.list_keys(tenant_ref)]
+    _emit(keys, as_json, lambda: _table(keys, KEY_COLUMNS))
+
+
+@key.command("revoke")
+@click.argument("key_id")
+@json_option
+def key_revoke(key_id: str, as_json: bool) -> None:
+    """Revoke a key: refused (401) within the auth cache TTL."""
+    with _store() as store:
+        revoked = store.revoke_key(key_id)
+    _emit(revoked.to_json(), as_json, lambda: click.echo(f"revoked {revoked.id}"))
+
+
+@key.command("rotate")
+@click.argument("key_id")
+@click.option("--grace-hours", type=click.FloatRange(min=0), default=24.0, show_default=True)
+@json_option
+def key_rotate(key_id: str, grace_hours: float, as_json: bool) -> None:
+    """Issue a new key for the same tenant; the old one expires after the grace period."""
+    with _store() as store:
+        new_key, token, old = store.rotate_key(key_id, grace=timedelta(hours=grace_hours))
+    _key_created(new_key, token, as_json, replaces=old.id, old_key_expires_at=old.to_json()["expires_at"])
+
+
+def run() -> None:
+    try:
+        main()
+    except BrokenPipeError:
+        sys.exit(0)

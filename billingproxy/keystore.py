@@ -1,0 +1,46 @@
+"""Async key and tenant lookups for the proxy's auth path (one small connection pool)."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from billingproxy.auth import KeyRecord, StoreUnavailable
+
+_TENANT_FIELDS = """t.id AS tenant_id, t.name AS tenant_name, t.status AS tenant_status,
+    t.allowed_models, t.rpm_limit, t.tpm_limit, t.budget_usd, t.budget_period,
+    t.stripe_customer_id AS customer_id"""
+
+KEY_QUERY = f"""SELECT k.id AS key_id, k.key_hash, k.expires_at, k.revoked_at, {_TENANT_FIELDS}
+    FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = %s"""
+
+TENANT_QUERY = f"""SELECT NULL AS key_id, 'gateway:' || t.id AS key_hash, {_TENANT_FIELDS}
+    FROM tenants t WHERE t.id = %s OR t.name = %s ORDER BY t.id = %s DESC LIMIT 1"""
+
+
+def _record(row: dict | None) -> KeyRecord | None:
+    if row is None:
+        return None
+    return KeyRecord(**{**row, "allowed_models": tuple(row["allowed_models"] or ())})
+
+
+class KeyStore:
+    def __init__(self, pool: AsyncConnectionPool, timeout_s: float = 2.0) -> None:
+        self.pool = pool
+        self.timeout_s = timeout_s
+
+    async def _one(self, query: str, params: tuple) -> KeyRecord | None:
+        try:
+            async with self.pool.connection(timeout=self.timeout_s) as conn:
+                conn.row_factory = dict_row
+                cursor = await conn.execute(query, params)
+                return _record(await cursor.fetchone())
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def lookup_key(self, key_hash: str) -> KeyRecord | None:
+        return await self._one(KEY_QUERY, (key_hash,))
+
+    async def lookup_tenant(self, ref: str) -> KeyRecord | None:
+        return await self._one(TENANT_QUERY, (ref, ref, ref))

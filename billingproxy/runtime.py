@@ -1,0 +1,109 @@
+"""Per-process singletons for the proxy: the DB pool, the authenticator, the price table.
+
+``callbacks/`` files are executed afresh by LiteLLM for every reference in config.yaml, so
+shared state lives here, in a normally imported module: one instance per worker process.
+Everything is created lazily inside the running event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+
+from psycopg_pool import AsyncConnectionPool
+
+from billingproxy.auth import Authenticator
+from billingproxy.keystore import KeyStore
+from billingproxy.pricing import PriceTable
+from billingproxy.settings import AuthSettings, WriterSettings, database_url, master_key
+from billingproxy.usage import UsageRecord, record_from_payload
+from billingproxy.writer import UsageWriter
+
+_pool: AsyncConnectionPool | None = None
+_pool_lock: asyncio.Lock | None = None
+_authenticator: Authenticator | None = None
+_prices: PriceTable | None = None
+
+
+def pool() -> AsyncConnectionPool:
+    """The process's async pool. Opened in the background: callers wait per connection."""
+    global _pool
+    if _pool is None:
+        _pool = AsyncConnectionPool(
+            database_url(),
+            min_size=1,
+            max_size=4,
+            open=False,
+            timeout=2.0,
+            reconnect_timeout=0,  # keep retrying forever in the background during an outage
+            kwargs={"connect_timeout": 2, "application_name": "billingproxy-proxy"},
+        )
+    return _pool
+
+
+async def opened_pool() -> AsyncConnectionPool:
+    global _pool_lock
+    p = pool()
+    if p.closed:
+        _pool_lock = _pool_lock or asyncio.Lock()
+        async with _pool_lock:
+            if p.closed:
+                await p.open(wait=False)
+    return p
+
+
+def authenticator() -> Authenticator:
+    global _authenticator
+    if _authenticator is None:
+        store = KeyStore(pool())
+
+        async def lookup_key(key_hash: str):
+            await opened_pool()
+            return await store.lookup_key(key_hash)
+
+        async def lookup_tenant(ref: str):
+            await opened_pool()
+            return await store.lookup_tenant(ref)
+
+        _authenticator = Authenticator(
+            AuthSettings.from_env(),
+            lookup_key=lookup_key,
+            lookup_tenant=lookup_tenant,
+            master_key=master_key(),
+        )
+    return _authenticator
+
+
+def prices() -> PriceTable:
+    global _prices
+    if _prices is None:
+        _prices = PriceTable.from_config()
+    return _prices
+
+
+_writer: UsageWriter | None = None
+
+
+def writer() -> UsageWriter:
+    """The process's usage writer, started on first use inside the running loop."""
+    global _writer
+    if _writer is None:
+        _writer = UsageWriter(database_url(), WriterSettings.from_env())
+        _writer.start()
+        atexit.register(_flush_writer_at_exit)
+    return _writer
+
+
+def _flush_writer_at_exit() -> None:
+    """Uvicorn has stopped (SIGTERM): write what is left with a fresh loop, spill the rest."""
+    if _writer is not None and _writer.pending:
+        _writer.detach_from_loop()
+        asyncio.run(_writer.close())
+
+
+def record_usage(payload: dict, **outcome) -> UsageRecord | None:
+    """Build the request's usage record and queue it. Called from the LiteLLM adapter."""
+    record = record_from_payload(payload, prices(), **outcome)
+    if record is not None:
+        writer().submit(record)
+    return record

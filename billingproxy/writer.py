@@ -1,0 +1,241 @@
+"""The per-process usage writer: the request path only enqueues; a background task writes.
+
+* ``submit`` appends to a bounded in-memory queue and returns (microseconds, no I/O).
+* ``run`` writes batches of up to ``batch_size`` rows every ``flush_interval`` (or sooner when
+  a batch is full). While PostgreSQL is down or slow the queue grows; records past its bound go
+  to an append-only spill file, re-ingested once the database answers again.
+* ``close`` (SIGTERM) flushes within the deadline; whatever cannot be written is spilled.
+
+Nothing is dropped: a record is either in the queue, in the database, or in a spill file, and
+re-writing one is harmless (``ON CONFLICT DO NOTHING`` on the request id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO
+
+import psycopg
+
+from billingproxy.settings import WriterSettings
+from billingproxy.usage import UsageRecord
+from billingproxy.usage_store import UsageStore
+
+log = logging.getLogger("billingproxy.writer")
+
+RETRY_MIN_S = 0.2
+RETRY_MAX_S = 5.0
+
+
+class SpillFile:
+    """Append-only JSON lines of records that could not wait in memory.
+
+    The owning process holds an exclusive ``flock`` while the file is open, so another writer
+    re-ingests a file only once its owner has closed it (or died).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._file: IO[str] | None = None
+        self.spilled = 0
+
+    def append(self, records: Iterable[UsageRecord]) -> None:
+        if self._file is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            name = f"usage-{socket.gethostname()}-{os.getpid()}-{time.time_ns()}.jsonl"
+            self._file = open(self.directory / name, "a", encoding="utf-8")  # noqa: SIM115 - kept open
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for record in records:
+            self._file.write(record.to_json_line() + "\n")
+            self.spilled += 1
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+    def claim_closed_files(self) -> Iterator[Path]:
+        """Spill files nobody is writing: lock each before yielding it, skip the busy ones."""
+        if not self.directory.is_dir():
+            return
+        for path in sorted(self.directory.glob("usage-*.jsonl")):
+            if self._file is not None and path.name == Path(self._file.name).name:
+                continue
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    yield path
+            except (BlockingIOError, FileNotFoundError):
+                continue
+
+
+def read_records(path: Path) -> Iterator[UsageRecord]:
+    """Records from a spill file or exported JSON log lines; other lines are skipped."""
+    import json
+
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line from a crash; its record is elsewhere or never queued
+            if isinstance(data, dict) and "jsonPayload" in data:  # `gcloud logging read` export
+                data = data["jsonPayload"]
+            if isinstance(data, dict) and data.get("request_id") and data.get("tenant_id"):
+                yield UsageRecord.from_json(data)
+
+
+class UsageWriter:
+    def __init__(self, dsn: str, settings: WriterSettings, store: UsageStore | None = None) -> None:
+        self.dsn = dsn
+        self.settings = settings
+        self.store = store or UsageStore()
+        self.spill = SpillFile(settings.spill_dir)
+        self._queue: deque[UsageRecord] = deque()
+        self._wakeup = asyncio.Event()
+        self._conn: psycopg.AsyncConnection | None = None
+        self._inflight: list[UsageRecord] = []
+        self._task: asyncio.Task | None = None
+        self._closing = False
+        self.written = 0
+        self.failures = 0
+
+    # ---- request path ------------------------------------------------------------------
+
+    def submit(self, record: UsageRecord) -> None:
+        if len(self._queue) >= self.settings.queue_bound:
+            self.spill.append([record])
+            return
+        self._queue.append(record)
+        if len(self._queue) >= self.settings.batch_size:
+            self._wakeup.set()
+
+    # ---- background --------------------------------------------------------------------
+
+    def start(self) -> asyncio.Task:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self.run(), name="billingproxy-usage-writer")
+        return self._task
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue) + len(self._inflight)
+
+    async def run(self) -> None:
+        delay = RETRY_MIN_S
+        while not self._closing:
+            if not self._queue:
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), self.settings.flush_interval_s)
+                except TimeoutError:
+                    pass
+                self._wakeup.clear()
+            try:
+                await self.flush_once()
+                await self._reingest_spill()
+                delay = RETRY_MIN_S
+            except (psycopg.Error, OSError) as exc:
+                self.failures += 1
+                log.warning("usage write failed, %d rows waiting: %s", self.pending, exc)
+                await self._drop_connection()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
+    async def flush_once(self) -> int:
+        """Write one batch (the in-flight one first, if a previous attempt failed)."""
+        if not self._inflight:
+            take = min(len(self._queue), self.settings.batch_size)
+            self._inflight = [self._queue.popleft() for _ in range(take)]
+        if not self._inflight:
+            return 0
+        conn = await self._connection()
+        await self.store.write(conn, self._inflight)
+        written = len(self._inflight)
+        self.written += written
+        self._inflight = []
+        return written
+
+    async def _connection(self) -> psycopg.AsyncConnection:
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(
+                self.dsn, autocommit=True, connect_timeout=3, application_name="billingproxy-writer"
+            )
+        return self._conn
+
+    async def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                await self._conn.close()
+            except psycopg.Error:
+                pass
+            self._conn = None
+
+    async def _reingest_spill(self) -> None:
+        """Once the database answers and the queue has room, bring spilled records back."""
+        self.spill.close()
+        if len(self._queue) > self.settings.batch_size:
+            return
+        for path in self.spill.claim_closed_files():
+            conn = await self._connection()
+            batch: list[UsageRecord] = []
+            for record in read_records(path):
+                batch.append(record)
+                if len(batch) >= self.settings.batch_size:
+                    await self.store.write(conn, batch)
+                    batch = []
+            await self.store.write(conn, batch)
+            path.unlink()
+            log.info("re-ingested spill file %s", path.name)
+
+    # ---- shutdown ----------------------------------------------------------------------
+
+    def detach_from_loop(self) -> None:
+        """Forget the (closed) event loop's task, event and connection, to close from a new loop."""
+        self._task = None
+        self._conn = None
+        self._wakeup = asyncio.Event()
+
+    async def close(self, deadline_s: float | None = None) -> None:
+        """Flush everything within the deadline; spill the rest. Safe to call twice."""
+        deadline = time.monotonic() + (deadline_s if deadline_s is not None else self.settings.shutdown_deadline_s)
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down regardless
+                pass
+        try:
+            while self.pending and time.monotonic() < deadline:
+                await asyncio.wait_for(self.flush_once(), max(deadline - time.monotonic(), 0.01))
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            log.warning("usage flush at shutdown failed: %s", exc)
+        self.spill_pending()
+        await self._drop_connection()
+
+    def spill_pending(self) -> int:
+        """Move every record still in memory to the spill file (synchronous: usable from atexit)."""
+        pending = self._inflight + list(self._queue)
+        self._inflight = []
+        self._queue.clear()
+        if pending:
+            self.spill.append(pending)
+            log.warning("spilled %d usage rows to %s for replay", len(pending), self.settings.spill_dir)
+        self.spill.close()
+        return len(pending)

@@ -1,0 +1,1 @@
+"""Thin adapters that config.yaml names; the logic lives in the billingproxy package."""

@@ -1,0 +1,57 @@
+"""LiteLLM custom auth adapter: ``general_settings.custom_auth: callbacks.auth.user_api_key_auth``.
+
+Translates our ``Principal`` into LiteLLM's ``UserAPIKeyAuth`` and our ``AuthError`` into
+LiteLLM's OpenAI-style ``ProxyException``. All logic lives in ``billingproxy.auth``.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+from litellm.proxy._types import LitellmUserRoles, ProxyException, UserAPIKeyAuth
+
+from billingproxy import runtime
+from billingproxy.auth import AuthError, Principal
+
+
+def to_user_api_key_auth(principal: Principal) -> UserAPIKeyAuth:
+    if principal.is_admin:
+        return UserAPIKeyAuth(api_key=principal.key_hash, token=principal.key_hash, user_role=LitellmUserRoles.PROXY_ADMIN)
+    record = principal.record
+    assert record is not None
+    metadata = {"tenant_id": record.tenant_id, "api_key_id": record.key_id, "customer_id": record.customer_id}
+    return UserAPIKeyAuth(
+        api_key=principal.key_hash,  # never the raw token: LiteLLM logs this field
+        token=principal.key_hash,
+        key_alias=record.key_id,
+        team_id=record.tenant_id,
+        team_alias=record.tenant_name,
+        models=list(record.allowed_models),
+        team_models=list(record.allowed_models),
+        rpm_limit=record.rpm_limit,
+        tpm_limit=record.tpm_limit,
+        metadata=metadata,
+        team_metadata=metadata,
+        user_role=LitellmUserRoles.INTERNAL_USER,
+    )
+
+
+class GatewayError(ProxyException):
+    """A ProxyException whose body carries our error code (``invalid_api_key``…), OpenAI style.
+
+    LiteLLM's own ProxyException puts the HTTP status in ``code``; the status still comes from it.
+    """
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "code": self.openai_code}
+
+
+def gateway_error(status: int, code: str, message: str, type_: str) -> GatewayError:
+    return GatewayError(message=message, type=type_, param=None, code=status, openai_code=code)
+
+
+async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
+    try:
+        principal = await runtime.authenticator().authenticate(api_key)
+    except AuthError as exc:
+        raise gateway_error(exc.status, exc.code, exc.message, exc.type) from None
+    return to_user_api_key_auth(principal)

@@ -1,0 +1,79 @@
+"""Session fixtures on real parts: PostgreSQL, the fake upstream, a real litellm proxy."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from billingproxy import db
+from billingproxy.tenants import TenantStore
+from tests.fakes.upstream import FakeUpstream
+from tests.support import EmbeddedPostgres, ProxyProcess, create_database, drop_database, test_config
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory) -> Iterator[str]:
+    """A server URL: TEST_DATABASE_URL if set, else a private embedded PostgreSQL."""
+    external = os.environ.get("TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+    yield server.url()
+    server.destroy()
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_server: str) -> Iterator[str]:
+    """One migrated database shared by the session (tests use their own tenants)."""
+    url = create_database(pg_server)
+    db.migrate(url)
+    yield url
+    drop_database(pg_server, url)
+
+
+@pytest.fixture
+def fresh_database(pg_server: str) -> Iterator[str]:
+    """An empty database of the test's own (no migrations applied)."""
+    url = create_database(pg_server)
+    yield url
+    drop_database(pg_server, url)
+
+
+@pytest.fixture
+def conn(database_url: str) -> Iterator[psycopg.Connection]:
+    with db.connect(database_url) as connection:
+        yield connection
+
+
+@pytest.fixture
+def store(conn: psycopg.Connection) -> TenantStore:
+    return TenantStore(conn)
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[FakeUpstream]:
+    server = FakeUpstream().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def proxy_workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("proxy")
+
+
+@pytest.fixture(scope="session")
+def proxy(proxy_workdir: Path, upstream: FakeUpstream, database_url: str) -> Iterator[ProxyProcess]:
+    """The real proxy with our plugins, started once per session."""
+    process = ProxyProcess(
+        proxy_workdir,
+        test_config(upstream.base_url),
+        {"BILLINGPROXY_DATABASE_URL": database_url, "BILLINGPROXY_AUTH_CACHE_TTL": "1"},
+    ).start()
+    yield process
+    process.stop()
