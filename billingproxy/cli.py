@@ -7,6 +7,8 @@ import sys
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import click
@@ -246,6 +248,85 @@ def key_rotate(key_id: str, grace_hours: float, as_json: bool) -> None:
     with _store() as store:
         new_key, token, old = store.rotate_key(key_id, grace=timedelta(hours=grace_hours))
     _key_created(new_key, token, as_json, replaces=old.id, old_key_expires_at=old.to_json()["expires_at"])
+
+
+# ---- usage -------------------------------------------------------------------------------
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+@main.group()
+def usage() -> None:
+    """Usage reports and replays."""
+
+
+@usage.command("report")
+@click.option("--tenant", "tenant_ref", required=True, help="Tenant id or name.")
+@click.option("--from", "start", type=click.DateTime(), required=True, help="Start (UTC), inclusive.")
+@click.option("--to", "end", type=click.DateTime(), required=True, help="End (UTC), exclusive.")
+@json_option
+def usage_report(tenant_ref: str, start: datetime, end: datetime, as_json: bool) -> None:
+    """Per-model usage and cost for one tenant over [from, to)."""
+    from billingproxy import queries
+
+    start, end = _utc(start), _utc(end)
+    if end <= start:
+        raise click.ClickException("--to must be after --from")
+    with _store() as store:
+        found = store.get_tenant(tenant_ref)
+        rows = queries.tenant_breakdown(store.conn, found.id, start, end)
+    total = sum((row["cost_usd"] for row in rows), start=Decimal(0))
+    data = {
+        "tenant_id": found.id,
+        "from": start.isoformat(),
+        "to": end.isoformat(),
+        "models": rows,
+        "total_cost_usd": str(total),
+    }
+
+    def human() -> None:
+        click.echo(f"{found.name} ({found.id})  {start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC")
+        _table(
+            rows, ["model", "requests", "failures", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd"]
+        )
+        click.echo(f"total cost: {total} USD")
+
+    _emit(data, as_json, human)
+
+
+@usage.command("replay")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+def usage_replay(files: tuple[str, ...]) -> None:
+    """Ingest spill files or exported JSON log lines; records already stored are skipped."""
+    import asyncio
+
+    from billingproxy.replay import replay_files
+    from billingproxy.settings import database_url
+
+    try:
+        read, inserted = asyncio.run(replay_files(database_url(), [Path(f) for f in files]))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"read {read} records, inserted {inserted}, skipped {read - inserted} already stored")
+
+
+# ---- services ----------------------------------------------------------------------------
+
+
+@main.command("service")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=None, help="Default: $PORT or 4001.")
+def service(host: str, port: int | None) -> None:
+    """Run the billing service (admin API, Stripe webhooks)."""
+    import os
+
+    import uvicorn
+
+    from billingproxy.service import create_app
+
+    uvicorn.run(create_app(), host=host, port=port or int(os.environ.get("PORT", "4001")), log_level="warning")
 
 
 def run() -> None:

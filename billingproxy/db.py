@@ -68,9 +68,7 @@ def applied_versions(conn: psycopg.Connection) -> dict[int, str]:
     return {row["version"]: row["checksum"] for row in rows}
 
 
-def migrate(
-    url: str | None = None, *, target: int | None = None, directory: Path = MIGRATIONS_DIR
-) -> list[Migration]:
+def migrate(url: str | None = None, *, target: int | None = None, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     """Apply every pending migration up to ``target`` (default: all). Returns what it applied."""
     migrations = [m for m in discover(directory) if target is None or m.version <= target]
     applied_now: list[Migration] = []

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from billingproxy.auth import KeyRecord, StoreUnavailable
 
-_TENANT_FIELDS = """t.id AS tenant_id, t.name AS tenant_name, t.status AS tenant_status,
+_TENANT_FIELDS = sql.SQL("""t.id AS tenant_id, t.name AS tenant_name, t.status AS tenant_status,
     t.allowed_models, t.rpm_limit, t.tpm_limit, t.budget_usd, t.budget_period,
-    t.stripe_customer_id AS customer_id"""
+    t.stripe_customer_id AS customer_id""")
 
-KEY_QUERY = f"""SELECT k.id AS key_id, k.key_hash, k.expires_at, k.revoked_at, {_TENANT_FIELDS}
-    FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = %s"""
+KEY_QUERY = sql.SQL("""SELECT k.id AS key_id, k.key_hash, k.expires_at, k.revoked_at, {tenant}
+    FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = %s""").format(tenant=_TENANT_FIELDS)
 
-TENANT_QUERY = f"""SELECT NULL AS key_id, 'gateway:' || t.id AS key_hash, {_TENANT_FIELDS}
-    FROM tenants t WHERE t.id = %s OR t.name = %s ORDER BY t.id = %s DESC LIMIT 1"""
+# The static gateway token (PROXY_GATEWAY_TOKEN) maps to a tenant, not to a key row.
+TENANT_QUERY = sql.SQL("""SELECT NULL AS key_id, 'gateway:' || t.id AS key_hash, {tenant}
+    FROM tenants t WHERE t.id = %s OR t.name = %s ORDER BY t.id = %s DESC LIMIT 1""").format(tenant=_TENANT_FIELDS)
 
 
 def _record(row: dict | None) -> KeyRecord | None:
@@ -30,7 +32,7 @@ class KeyStore:
         self.pool = pool
         self.timeout_s = timeout_s
 
-    async def _one(self, query: str, params: tuple) -> KeyRecord | None:
+    async def _one(self, query: sql.Composed, params: tuple) -> KeyRecord | None:
         try:
             async with self.pool.connection(timeout=self.timeout_s) as conn:
                 conn.row_factory = dict_row

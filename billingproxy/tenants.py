@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from billingproxy.tokens import display_prefix, generate_token, hash_token, new_id
@@ -136,11 +137,13 @@ def _check_period(period: str) -> str:
 
 # ---- the store ---------------------------------------------------------------------------
 
-_TENANT_COLUMNS = (
-    "id, name, status, stripe_customer_id, allowed_models, rpm_limit, tpm_limit, "
-    "budget_usd, budget_period, metadata, created_at, updated_at"
-)
-_KEY_COLUMNS = "id, tenant_id, key_prefix, name, created_at, expires_at, revoked_at"
+_TENANT_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, [f.name for f in fields(Tenant)]))
+_KEY_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, [f.name for f in fields(ApiKey)]))
+
+
+def _q(text: str) -> sql.Composed:
+    """A statement with {tenant_columns} / {key_columns} filled in as quoted identifiers."""
+    return sql.SQL(text).format(tenant_columns=_TENANT_COLUMNS, key_columns=_KEY_COLUMNS)
 
 
 class TenantStore:
@@ -176,9 +179,9 @@ class TenantStore:
         )
         try:
             row = self.conn.execute(
-                f"""INSERT INTO tenants (id, name, stripe_customer_id, allowed_models, rpm_limit,
+                _q("""INSERT INTO tenants (id, name, stripe_customer_id, allowed_models, rpm_limit,
                                          tpm_limit, budget_usd, budget_period, metadata)
-                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_TENANT_COLUMNS}""",
+                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {tenant_columns}"""),
                 values,
             ).fetchone()
         except psycopg.errors.UniqueViolation as exc:
@@ -188,13 +191,13 @@ class TenantStore:
         return Tenant(**row)
 
     def list_tenants(self) -> list[Tenant]:
-        rows = self.conn.execute(f"SELECT {_TENANT_COLUMNS} FROM tenants ORDER BY created_at, id").fetchall()
+        rows = self.conn.execute(_q("SELECT {tenant_columns} FROM tenants ORDER BY created_at, id")).fetchall()
         return [Tenant(**row) for row in rows]
 
     def get_tenant(self, ref: str) -> Tenant:
         """By id or by name."""
         row = self.conn.execute(
-            f"SELECT {_TENANT_COLUMNS} FROM tenants WHERE id = %s OR name = %s ORDER BY id = %s DESC LIMIT 1",
+            _q("SELECT {tenant_columns} FROM tenants WHERE id = %s OR name = %s ORDER BY id = %s DESC LIMIT 1"),
             (ref, ref, ref),
         ).fetchone()
         if row is None:
@@ -203,7 +206,7 @@ class TenantStore:
 
     def get_tenant_by_customer(self, customer_id: str) -> Tenant | None:
         row = self.conn.execute(
-            f"SELECT {_TENANT_COLUMNS} FROM tenants WHERE stripe_customer_id = %s", (customer_id,)
+            _q("SELECT {tenant_columns} FROM tenants WHERE stripe_customer_id = %s"), (customer_id,)
         ).fetchone()
         return Tenant(**row) if row else None
 
@@ -245,12 +248,12 @@ class TenantStore:
             changes["status"] = status
         if not changes:
             return tenant
-        assignments = ", ".join(f"{column} = %s" for column in changes)  # column names are ours
+        assignments = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in changes)
+        statement = sql.SQL("UPDATE tenants SET {}, updated_at = now() WHERE id = %s RETURNING {}").format(
+            assignments, _TENANT_COLUMNS
+        )
         try:
-            row = self.conn.execute(
-                f"UPDATE tenants SET {assignments}, updated_at = now() WHERE id = %s RETURNING {_TENANT_COLUMNS}",
-                (*changes.values(), tenant.id),
-            ).fetchone()
+            row = self.conn.execute(statement, (*changes.values(), tenant.id)).fetchone()
         except psycopg.errors.UniqueViolation as exc:
             self.conn.rollback()
             raise InvalidInput("another tenant already has that name or Stripe customer") from exc
@@ -276,8 +279,8 @@ class TenantStore:
         if expires_at is not None and expires_at.tzinfo is None:
             raise InvalidInput("expiry must carry a time zone")
         row = self.conn.execute(
-            f"""INSERT INTO api_keys (id, tenant_id, key_hash, key_prefix, name, expires_at)
-                VALUES (%s, %s, %s, %s, %s, %s) RETURNING {_KEY_COLUMNS}""",
+            _q("""INSERT INTO api_keys (id, tenant_id, key_hash, key_prefix, name, expires_at)
+                VALUES (%s, %s, %s, %s, %s, %s) RETURNING {key_columns}"""),
             (new_id("key"), tenant.id, hash_token(token), display_prefix(token), name, expires_at),
         ).fetchone()
         self.conn.commit()
@@ -285,24 +288,24 @@ class TenantStore:
 
     def list_keys(self, tenant_ref: str | None = None) -> list[ApiKey]:
         if tenant_ref is None:
-            rows = self.conn.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at, id").fetchall()
+            rows = self.conn.execute(_q("SELECT {key_columns} FROM api_keys ORDER BY created_at, id")).fetchall()
         else:
             tenant = self.get_tenant(tenant_ref)
             rows = self.conn.execute(
-                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE tenant_id = %s ORDER BY created_at, id", (tenant.id,)
+                _q("SELECT {key_columns} FROM api_keys WHERE tenant_id = %s ORDER BY created_at, id"), (tenant.id,)
             ).fetchall()
         return [ApiKey(**row) for row in rows]
 
     def get_key(self, key_id: str) -> ApiKey:
-        row = self.conn.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = %s", (key_id,)).fetchone()
+        row = self.conn.execute(_q("SELECT {key_columns} FROM api_keys WHERE id = %s"), (key_id,)).fetchone()
         if row is None:
             raise NotFound(f"no key with id {key_id!r}")
         return ApiKey(**row)
 
     def revoke_key(self, key_id: str) -> ApiKey:
         row = self.conn.execute(
-            f"""UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
-                WHERE id = %s RETURNING {_KEY_COLUMNS}""",
+            _q("""UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
+                WHERE id = %s RETURNING {key_columns}"""),
             (key_id,),
         ).fetchone()
         if row is None:
@@ -320,8 +323,8 @@ class TenantStore:
             raise InvalidInput(f"key {key_id} is {old.state()}; only an active key can be rotated")
         new_key, token = self.create_key(old.tenant_id, name=old.name)
         row = self.conn.execute(
-            f"""UPDATE api_keys SET expires_at = least(coalesce(expires_at, 'infinity'), now() + %s)
-                WHERE id = %s RETURNING {_KEY_COLUMNS}""",
+            _q("""UPDATE api_keys SET expires_at = least(coalesce(expires_at, 'infinity'), now() + %s)
+                WHERE id = %s RETURNING {key_columns}"""),
             (grace, key_id),
         ).fetchone()
         self.conn.commit()

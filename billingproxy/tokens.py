@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import secrets
 
-TOKEN_PREFIX = "sk-bp-"
+TOKEN_PREFIX = "sk-bp-"  # noqa: S105 - a public prefix, not a secret
 TOKEN_RANDOM_BYTES = 32
 DISPLAY_PREFIX_LEN = len(TOKEN_PREFIX) + 6
 

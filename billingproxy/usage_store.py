@@ -8,26 +8,26 @@ inserted to the ``usage_daily`` rollup. A batch either lands whole or not at all
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields
 from datetime import UTC, datetime
 
 import psycopg
+from psycopg import sql
 
 from billingproxy.usage import UsageRecord
 
-COLUMNS = (
-    "request_id, tenant_id, api_key_id, model, model_group, provider, call_type, prompt_tokens, "
-    "completion_tokens, cached_tokens, reasoning_tokens, total_tokens, cost_usd, latency_ms, status, "
-    "http_status, error_type, stream, cache_hit, customer_id, trace_id, start_time, end_time"
-)
-_FIELDS = [name.strip() for name in COLUMNS.split(",")]
+_FIELDS = [f.name for f in fields(UsageRecord)]
+COLUMNS = sql.SQL(", ").join(map(sql.Identifier, _FIELDS))
 
-_STAGE = f"""CREATE TEMP TABLE IF NOT EXISTS usage_stage
-    ON COMMIT DELETE ROWS AS SELECT {COLUMNS} FROM litellm_usage WITH NO DATA"""
+_STAGE = sql.SQL("""CREATE TEMP TABLE IF NOT EXISTS usage_stage
+    ON COMMIT DELETE ROWS AS SELECT {columns} FROM litellm_usage WITH NO DATA""").format(columns=COLUMNS)
 
-_INSERT = f"""
+_COPY = sql.SQL("COPY usage_stage ({columns}) FROM STDIN").format(columns=COLUMNS)
+
+_INSERT = sql.SQL("""
 WITH inserted AS (
-    INSERT INTO litellm_usage ({COLUMNS})
-    SELECT DISTINCT ON (request_id, start_time) {COLUMNS} FROM usage_stage
+    INSERT INTO litellm_usage ({columns})
+    SELECT DISTINCT ON (request_id, start_time) {columns} FROM usage_stage
     ON CONFLICT (request_id, start_time) DO NOTHING
     RETURNING *
 ), rolled AS (
@@ -48,7 +48,7 @@ WITH inserted AS (
         cost_usd = d.cost_usd + excluded.cost_usd
     RETURNING 1
 )
-SELECT count(*) AS inserted FROM inserted"""
+SELECT count(*) AS inserted FROM inserted""").format(columns=COLUMNS)
 
 
 def _month(ts: datetime) -> tuple[int, int]:
@@ -70,7 +70,7 @@ class UsageStore:
             async with conn.transaction():
                 await self._ensure_partitions(conn, records)
                 await conn.execute(_STAGE)
-                async with conn.cursor().copy(f"COPY usage_stage ({COLUMNS}) FROM STDIN") as copy:
+                async with conn.cursor().copy(_COPY) as copy:
                     for record in records:
                         await copy.write_row([getattr(record, name) for name in _FIELDS])
                 cursor = await conn.execute(_INSERT)

@@ -13,6 +13,7 @@ re-writing one is harmless (``ON CONFLICT DO NOTHING`` on the request id).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
@@ -140,10 +141,8 @@ class UsageWriter:
         delay = RETRY_MIN_S
         while not self._closing:
             if not self._queue:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self.settings.flush_interval_s)
-                except TimeoutError:
-                    pass
                 self._wakeup.clear()
             try:
                 await self.flush_once()
@@ -179,10 +178,8 @@ class UsageWriter:
 
     async def _drop_connection(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(psycopg.Error):
                 await self._conn.close()
-            except psycopg.Error:
-                pass
             self._conn = None
 
     async def _reingest_spill(self) -> None:
@@ -217,10 +214,8 @@ class UsageWriter:
         self._wakeup.set()
         if self._task is not None and not self._task.done():
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # shutting down regardless
                 await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down regardless
-                pass
         try:
             while self.pending and time.monotonic() < deadline:
                 await asyncio.wait_for(self.flush_once(), max(deadline - time.monotonic(), 0.01))

@@ -15,7 +15,9 @@ from billingproxy.auth import AuthError, Principal
 
 def to_user_api_key_auth(principal: Principal) -> UserAPIKeyAuth:
     if principal.is_admin:
-        return UserAPIKeyAuth(api_key=principal.key_hash, token=principal.key_hash, user_role=LitellmUserRoles.PROXY_ADMIN)
+        return UserAPIKeyAuth(
+            api_key=principal.key_hash, token=principal.key_hash, user_role=LitellmUserRoles.PROXY_ADMIN
+        )
     record = principal.record
     assert record is not None
     metadata = {"tenant_id": record.tenant_id, "api_key_id": record.key_id, "customer_id": record.customer_id}

@@ -230,7 +230,9 @@ class FakeUpstream:
                 "object": "text_completion",
                 "created": int(time.time()),
                 "model": scenario.model,
-                "choices": [{"index": 0, "text": " ".join(scenario.words()), "finish_reason": "stop", "logprobs": None}],
+                "choices": [
+                    {"index": 0, "text": " ".join(scenario.words()), "finish_reason": "stop", "logprobs": None}
+                ],
                 "usage": scenario.openai_usage(),
             }
         )

@@ -14,9 +14,7 @@ PRICES = PriceTable.from_config(REPO / "config.yaml")
 
 
 def usage_rows(conn, tenant_id: str) -> list[dict]:
-    return conn.execute(
-        "SELECT * FROM litellm_usage WHERE tenant_id = %s ORDER BY start_time", (tenant_id,)
-    ).fetchall()
+    return conn.execute("SELECT * FROM litellm_usage WHERE tenant_id = %s ORDER BY start_time", (tenant_id,)).fetchall()
 
 
 @pytest.fixture

@@ -1,0 +1,34 @@
+"""Re-ingest usage records from spill files or exported JSON log lines, idempotently."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import psycopg
+
+from billingproxy.usage import UsageRecord
+from billingproxy.usage_store import UsageStore
+from billingproxy.writer import read_records
+
+BATCH = 1000
+
+
+async def replay_records(dsn: str, records: Iterable[UsageRecord]) -> tuple[int, int]:
+    """Returns (records read, rows newly inserted)."""
+    store = UsageStore()
+    read = inserted = 0
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        batch: list[UsageRecord] = []
+        for record in records:
+            batch.append(record)
+            read += 1
+            if len(batch) >= BATCH:
+                inserted += await store.write(conn, batch)
+                batch = []
+        inserted += await store.write(conn, batch)
+    return read, inserted
+
+
+async def replay_files(dsn: str, paths: list[Path]) -> tuple[int, int]:
+    return await replay_records(dsn, (record for path in paths for record in read_records(path)))
