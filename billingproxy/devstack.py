@@ -98,7 +98,9 @@ def main() -> None:
     url, server = _database()
     applied = db.migrate(url)
     _say(f"migrations: {len(applied)} applied" if applied else "migrations: schema up to date")
-    master = os.environ.get("PROXY_MASTER_KEY") or _secret_file("master_key", lambda: "sk-admin-" + secrets.token_urlsafe(32))
+    master = os.environ.get("PROXY_MASTER_KEY") or _secret_file(
+        "master_key", lambda: "sk-admin-" + secrets.token_urlsafe(32)
+    )
     token = _demo_token(url)
     proxy_url = f"http://127.0.0.1:{port}"
 
@@ -167,8 +169,9 @@ curl -s {proxy_url}/v1/chat/completions \\
   -d '{{"model": "demo", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
 
 Or with the OpenAI Python SDK:
-.venv/bin/python -c 'from openai import OpenAI; c = OpenAI(base_url="{proxy_url}/v1", api_key="{token}"); \\
-print(c.chat.completions.create(model="demo", messages=[{{"role": "user", "content": "Hi"}}]).choices[0].message.content)'
+.venv/bin/python -c 'from openai import OpenAI; c = OpenAI(base_url="{proxy_url}/v1", api_key="{token}")
+r = c.chat.completions.create(model="demo", messages=[{{"role": "user", "content": "Hi"}}])
+print(r.choices[0].message.content)'
 
 Usage so far:  set -a; . .data/run.env; set +a; .venv/bin/python -m billingproxy usage report --tenant demo \\
   --from 2000-01-01 --to 2100-01-01

@@ -8,10 +8,10 @@ Everything is created lazily inside the running event loop.
 from __future__ import annotations
 
 import asyncio
-import atexit
 
 from psycopg_pool import AsyncConnectionPool
 
+from billingproxy import shutdown
 from billingproxy.auth import Authenticator
 from billingproxy.keystore import KeyStore
 from billingproxy.pricing import PriceTable
@@ -90,15 +90,16 @@ def writer() -> UsageWriter:
     if _writer is None:
         _writer = UsageWriter(database_url(), WriterSettings.from_env())
         _writer.start()
-        atexit.register(_flush_writer_at_exit)
+        shutdown.on_exit("usage-writer", _close_writer, order=10)
+        shutdown.install()
     return _writer
 
 
-def _flush_writer_at_exit() -> None:
-    """Uvicorn has stopped (SIGTERM): write what is left with a fresh loop, spill the rest."""
-    if _writer is not None and _writer.pending:
+async def _close_writer() -> None:
+    """At exit, on a fresh loop: write what is left within the deadline, spill the rest."""
+    if _writer is not None:
         _writer.detach_from_loop()
-        asyncio.run(_writer.close())
+        await _writer.close()
 
 
 def record_usage(payload: dict, **outcome) -> UsageRecord | None:

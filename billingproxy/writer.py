@@ -140,7 +140,8 @@ class UsageWriter:
     async def run(self) -> None:
         delay = RETRY_MIN_S
         while not self._closing:
-            if not self._queue:
+            if len(self._queue) < self.settings.batch_size and not self._inflight:
+                # Wait for a full batch or the interval, whichever comes first.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self.settings.flush_interval_s)
                 self._wakeup.clear()

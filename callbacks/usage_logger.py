@@ -6,10 +6,19 @@ enqueues) and enforces the tenant's model allow-list before the upstream call.
 
 from __future__ import annotations
 
+import asyncio
+
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import ProxyException
 
-from billingproxy import runtime
+from billingproxy import runtime, shutdown
+
+
+async def _flush_litellm_logging_queue() -> None:
+    """Success callbacks run on LiteLLM's background logging queue: drain it before the writer."""
+    from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
+
+    await asyncio.wait_for(GLOBAL_LOGGING_WORKER.flush(), timeout=3)
 
 
 class ModelNotAllowed(ProxyException):
@@ -53,4 +62,5 @@ class UsageLogger(CustomLogger):
             )
 
 
+shutdown.on_exit("litellm-logging-queue", _flush_litellm_logging_queue, order=0)
 usage_logger = UsageLogger()

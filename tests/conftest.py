@@ -12,7 +12,15 @@ import pytest
 from billingproxy import db
 from billingproxy.tenants import TenantStore
 from tests.fakes.upstream import FakeUpstream
-from tests.support import EmbeddedPostgres, ProxyProcess, create_database, drop_database, test_config
+from tests.support import (
+    GATEWAY_TENANT,
+    GATEWAY_TOKEN,
+    EmbeddedPostgres,
+    ProxyProcess,
+    create_database,
+    drop_database,
+    test_config,
+)
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +81,12 @@ def proxy(proxy_workdir: Path, upstream: FakeUpstream, database_url: str) -> Ite
     process = ProxyProcess(
         proxy_workdir,
         test_config(upstream.base_url),
-        {"BILLINGPROXY_DATABASE_URL": database_url, "BILLINGPROXY_AUTH_CACHE_TTL": "1"},
+        {
+            "BILLINGPROXY_DATABASE_URL": database_url,
+            "BILLINGPROXY_AUTH_CACHE_TTL": "1",
+            "PROXY_GATEWAY_TOKEN": GATEWAY_TOKEN,
+            "PROXY_GATEWAY_TENANT": GATEWAY_TENANT,
+        },
     ).start()
     yield process
     process.stop()

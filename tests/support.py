@@ -104,6 +104,8 @@ def with_database(url: str, database: str) -> str:
 # ---- the proxy -------------------------------------------------------------------------------
 
 MASTER_KEY = "sk-test-master-" + "m" * 32
+GATEWAY_TOKEN = "gw-static-" + "g" * 32  # PROXY_GATEWAY_TOKEN of the session proxy
+GATEWAY_TENANT = "gateway-default"
 
 
 def test_config(upstream_url: str, *, plugins: bool = True, overrides: dict[str, Any] | None = None) -> dict:
@@ -126,6 +128,9 @@ def test_config(upstream_url: str, *, plugins: bool = True, overrides: dict[str,
     for section, values in (overrides or {}).items():
         config.setdefault(section, {}).update(values)
     return config
+
+
+test_config.__test__ = False  # a helper, not a test, though pytest would collect it by name
 
 
 @dataclass
