@@ -173,10 +173,10 @@ class Authenticator:
 def _strip_bearer(token: str | None) -> str | None:
     if token is None:
         return None
-    token = token.strip()
-    if token[:7].lower() == "bearer ":
-        token = token[7:].strip()
-    return token or None
+    parts = token.split(None, 1)
+    if parts and parts[0].lower() == "bearer":
+        parts = parts[1:]
+    return parts[0].strip() if parts else None
 
 
 def _known(record: KeyRecord | None) -> KeyRecord:

@@ -149,8 +149,8 @@ def record_from_payload(
     status = status or ("success" if payload.get("status") == "success" else "failure")
     model = str(payload.get("model_group") or payload.get("model") or "unknown")
     cache_hit = bool(payload.get("cache_hit"))
-    cost = ZERO
-    if status != "rejected" and (bill_cache_hits or not cache_hit):
+    cost = ZERO  # failed and rejected requests are not billed; their tokens are kept for insight
+    if status == "success" and (bill_cache_hits or not cache_hit):
         cost = prices.cost(model, prompt, completion, cached)
     start = _timestamp(payload.get("startTime")) or datetime.now(UTC)
     end = _timestamp(payload.get("endTime"))
@@ -176,7 +176,7 @@ def record_from_payload(
         status=status,
         http_status=http_status if status != "success" else (http_status or 200),
         error_type=error_type if status != "success" else None,
-        stream=bool(payload.get("stream")),
+        stream=bool(payload.get("stream") or (payload.get("model_parameters") or {}).get("stream")),
         cache_hit=cache_hit,
         customer_id=auth_meta.get("customer_id"),
         trace_id=_trace_id(payload),

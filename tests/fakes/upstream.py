@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import threading
@@ -116,7 +117,8 @@ class FakeUpstream:
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def _start_async(self) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None)
+        # Short shutdown: requests parked by [[fault:timeout]] must not hold the test session.
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
         await site.start()
@@ -139,7 +141,8 @@ class FakeUpstream:
 
     def stop(self) -> None:
         if self._loop and self._runner:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+            with contextlib.suppress(TimeoutError):
+                asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
 
     # ---- helpers -------------------------------------------------------------------------

@@ -1,0 +1,100 @@
+"""Pricing in Decimal and the usage record built from LiteLLM's logging payload."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from billingproxy.pricing import PriceError, PriceTable
+from billingproxy.usage import UsageRecord, record_from_payload
+from tests.support import REPO
+
+PRICES = PriceTable.from_config(REPO / "config.yaml")
+
+
+def test_prices_are_read_exactly_from_config():
+    price = PRICES.get("gpt-4o")
+    assert (price.input, price.output, price.cached_input) == (
+        Decimal("0.0000025"),
+        Decimal("0.00001"),
+        Decimal("0.00000125"),
+    )
+    assert {"demo", "gpt-4o", "gpt-4o-mini", "claude-sonnet-4", "gemini-2.0-flash"} <= set(PRICES.models())
+
+
+def test_cost_bills_cached_tokens_at_their_own_price():
+    # 1000 prompt tokens of which 400 cached, 200 completion tokens.
+    assert PRICES.cost("gpt-4o", 1000, 200, 400) == Decimal("600") * Decimal("0.0000025") + Decimal("400") * Decimal(
+        "0.00000125"
+    ) + Decimal("200") * Decimal("0.00001")
+    assert PRICES.cost("unknown-model", 10, 10) == 0
+
+
+def test_a_model_without_a_price_is_a_config_error():
+    with pytest.raises(PriceError, match="no pinned input_cost_per_token"):
+        PriceTable.from_model_list([{"model_name": "x", "litellm_params": {}, "model_info": {}}])
+    with pytest.raises(PriceError, match="non-negative"):
+        PriceTable.from_model_list([{"model_name": "x", "model_info": {"input_cost_per_token": -1}}])
+
+
+PAYLOAD = {
+    "litellm_call_id": "call-1",
+    "model_group": "gpt-4o",
+    "custom_llm_provider": "openai",
+    "call_type": "acompletion",
+    "status": "success",
+    "prompt_tokens": 10,
+    "completion_tokens": 5,
+    "total_tokens": 15,
+    "startTime": 1_800_000_000.25,
+    "endTime": 1_800_000_001.5,
+    "stream": True,
+    "cache_hit": None,
+    "messages": [{"role": "user", "content": "secret prompt text"}],
+    "metadata": {
+        "user_api_key_team_id": "tn_1",
+        "user_api_key_auth_metadata": {"tenant_id": "tn_1", "api_key_id": "key_1", "customer_id": "cus_1"},
+        "usage_object": {
+            "prompt_tokens": 10,
+            "completion_tokens": 5,
+            "prompt_tokens_details": {"cached_tokens": 4},
+            "completion_tokens_details": {"reasoning_tokens": 2},
+        },
+        "requester_metadata": {"headers": {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}},
+    },
+}
+
+
+def test_record_from_payload_keeps_the_numbers_and_drops_the_text():
+    record = record_from_payload(PAYLOAD, PRICES)
+    assert record is not None
+    assert (record.tenant_id, record.api_key_id, record.customer_id) == ("tn_1", "key_1", "cus_1")
+    assert (record.prompt_tokens, record.completion_tokens, record.cached_tokens, record.reasoning_tokens) == (
+        10,
+        5,
+        4,
+        2,
+    )
+    assert record.cost_usd == PRICES.cost("gpt-4o", 10, 5, 4)
+    assert record.latency_ms == 1250 and record.stream and record.trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert "secret prompt text" not in record.to_json_line()
+    assert UsageRecord.from_json(record.to_json()) == record
+
+
+def test_failures_and_cache_hits_are_not_billed_and_anonymous_requests_are_skipped():
+    failed = record_from_payload({**PAYLOAD, "status": "failure"}, PRICES, status="failure", http_status=500)
+    assert failed.cost_usd == 0 and failed.http_status == 500 and failed.status == "failure"
+    cached = record_from_payload({**PAYLOAD, "cache_hit": True}, PRICES)
+    assert cached.cost_usd == 0 and cached.cache_hit
+    assert record_from_payload({**PAYLOAD, "cache_hit": True}, PRICES, bill_cache_hits=True).cost_usd > 0
+    assert record_from_payload({**PAYLOAD, "metadata": {}}, PRICES) is None
+
+
+def test_from_json_rejects_incomplete_records():
+    with pytest.raises(ValueError, match="lacks"):
+        UsageRecord.from_json({"request_id": "x"})
+    with pytest.raises(ValueError, match="unknown usage status"):
+        UsageRecord.from_json(
+            {"request_id": "x", "tenant_id": "t", "model": "m", "status": "odd", "start_time": "2026-01-01T00:00:00Z"}
+        )
