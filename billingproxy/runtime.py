@@ -8,6 +8,7 @@ Everything is created lazily inside the running event loop.
 from __future__ import annotations
 
 import asyncio
+import os
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -82,6 +83,8 @@ def prices() -> PriceTable:
 
 
 _writer: UsageWriter | None = None
+# Off only for benchmarks that measure the writer's cost; production always writes.
+_WRITE_USAGE = os.environ.get("BILLINGPROXY_WRITE_USAGE", "1") != "0"
 
 
 def writer() -> UsageWriter:
@@ -105,6 +108,6 @@ async def _close_writer() -> None:
 def record_usage(payload: dict, **outcome) -> UsageRecord | None:
     """Build the request's usage record and queue it. Called from the LiteLLM adapter."""
     record = record_from_payload(payload, prices(), **outcome)
-    if record is not None:
+    if record is not None and _WRITE_USAGE:
         writer().submit(record)
     return record

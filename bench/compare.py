@@ -1,0 +1,310 @@
+"""Side-by-side proxy benchmark: the stock LiteLLM proxy against ours, in the same run.
+
+Starts the fake upstream (its own process), one proxy per variant, and drives them in
+alternation with the same bounded load from 127.0.0.1. Prints per variant and concurrency:
+requests/s, p50/p99 latency, p50/p99 of ``x-litellm-overhead-duration-ms``, peak RSS, and the
+ratios against the stock proxy; plus time-to-ready. Medians over rounds, because these machines
+are shared and noisy.
+
+    python -m bench.compare --requests 2000 --concurrency 8 64 --rounds 3 \
+        --variants stock ours ours-no-writer --json bench/results/compare.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import aiohttp
+import psutil
+
+from billingproxy import db
+from billingproxy.tenants import TenantStore
+from tests.support import MASTER_KEY, ProxyProcess, create_database, free_port, test_config, wait_until
+
+# Plugin switches per variant (env for the proxy process). "stock" has no plugins at all.
+VARIANTS: dict[str, dict[str, str]] = {
+    "stock": {},
+    "ours": {},
+    "ours-no-writer": {"BILLINGPROXY_WRITE_USAGE": "0"},
+    "ours-no-log": {"BILLINGPROXY_REQUEST_LOG": "0"},
+}
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "benchmark request words"}], "max_tokens": 8}
+
+
+@dataclass
+class Result:
+    variant: str
+    concurrency: int
+    requests: int
+    errors: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    overhead_p50_ms: float | None
+    overhead_p99_ms: float | None
+    peak_rss_mb: float
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+
+
+def percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        process = psutil.Process(pid)
+        return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20
+    except psutil.NoSuchProcess:
+        return 0.0
+
+
+async def drive(url: str, token: str, requests: int, concurrency: int, pid: int, body: dict = BODY) -> Result:
+    latencies: list[float] = []
+    overheads: list[float] = []
+    errors = 0
+    peak = rss_mb(pid)
+    remaining = iter(range(requests))
+    headers = {"Authorization": f"Bearer {token}"}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+
+        async def worker() -> None:
+            nonlocal errors
+            for _ in remaining:
+                started = time.perf_counter()
+                try:
+                    async with session.post(url + "/v1/chat/completions", json=body, headers=headers) as response:
+                        await response.read()
+                        ok = response.status == 200
+                        overhead = response.headers.get("x-litellm-overhead-duration-ms")
+                except aiohttp.ClientError:
+                    ok, overhead = False, None
+                latencies.append((time.perf_counter() - started) * 1000)
+                if not ok:
+                    errors += 1
+                if overhead:
+                    overheads.append(float(overhead))
+
+        async def sample_rss() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, rss_mb(pid))
+                await asyncio.sleep(0.25)
+
+        sampler = asyncio.create_task(sample_rss())
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+        sampler.cancel()
+    return Result(
+        variant="",
+        concurrency=concurrency,
+        requests=requests,
+        errors=errors,
+        rps=requests / elapsed,
+        p50_ms=percentile(latencies, 50),
+        p99_ms=percentile(latencies, 99),
+        overhead_p50_ms=percentile(overheads, 50) if overheads else None,
+        overhead_p99_ms=percentile(overheads, 99) if overheads else None,
+        peak_rss_mb=peak,
+        latencies_ms=latencies,
+    )
+
+
+def start_upstream(latency_ms: float) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.upstream", "--port", str(port), "--latency-ms", str(latency_ms)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    import httpx
+
+    wait_until(lambda: httpx.get(url + "/_stats", timeout=1).status_code == 200, timeout=30, what="fake upstream")
+    return process, url
+
+
+def database() -> tuple[str, object | None]:
+    """A fresh migrated database on TEST_DATABASE_URL's server, or on an embedded server."""
+    server_url = os.environ.get("TEST_DATABASE_URL")
+    embedded = None
+    if not server_url:
+        from tests.support import EmbeddedPostgres
+
+        embedded = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="bench-pg-")) / "data")
+        server_url = embedded.url()
+    url = create_database(server_url)
+    db.migrate(url)
+    return url, embedded
+
+
+def tenant_token(url: str) -> str:
+    with db.connect(url) as conn:
+        store = TenantStore(conn)
+        tenant = store.create_tenant(f"bench-{uuid.uuid4().hex[:8]}")
+        return store.create_key(tenant.id)[1]
+
+
+def start_proxy(variant: str, workdir: Path, upstream_url: str, db_url: str, extra_env: dict[str, str]) -> ProxyProcess:
+    plugins = variant != "stock"
+    env = {"BILLINGPROXY_DATABASE_URL": db_url, **VARIANTS[variant], **extra_env}
+    return ProxyProcess(workdir, test_config(upstream_url, plugins=plugins), env).start(timeout=180)
+
+
+def summarise(results: list[Result]) -> dict[tuple[str, int], Result]:
+    """Median of each metric over rounds, per (variant, concurrency)."""
+    grouped: dict[tuple[str, int], list[Result]] = {}
+    for result in results:
+        grouped.setdefault((result.variant, result.concurrency), []).append(result)
+    summary = {}
+    for key, runs in grouped.items():
+
+        def med(attr: str, runs: list[Result] = runs) -> float | None:
+            values = [getattr(r, attr) for r in runs if getattr(r, attr) is not None]
+            return statistics.median(values) if values else None
+
+        summary[key] = Result(
+            variant=key[0],
+            concurrency=key[1],
+            requests=sum(r.requests for r in runs),
+            errors=sum(r.errors for r in runs),
+            rps=med("rps"),
+            p50_ms=med("p50_ms"),
+            p99_ms=med("p99_ms"),
+            overhead_p50_ms=med("overhead_p50_ms"),
+            overhead_p99_ms=med("overhead_p99_ms"),
+            peak_rss_mb=max(r.peak_rss_mb for r in runs),
+            latencies_ms=[x for r in runs for x in r.latencies_ms],
+        )
+    return summary
+
+
+def print_table(summary: dict[tuple[str, int], Result], ready: dict[str, list[float]]) -> list[dict]:
+    rows = []
+    header = (
+        f"{'variant':16} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ovh p50':>8} {'ovh p99':>8} "
+        f"{'RSS MB':>7} {'errors':>6} {'rps/stock':>9} {'p99/stock':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for (variant, concurrency), result in sorted(summary.items(), key=lambda kv: (kv[0][1], kv[0][0] != "stock")):
+        stock = summary.get(("stock", concurrency))
+        rps_ratio = result.rps / stock.rps if stock else None
+        p99_ratio = result.p99_ms / stock.p99_ms if stock else None
+
+        def fmt(value: float | None, spec: str = ".1f") -> str:
+            return "-" if value is None else format(value, spec)
+
+        print(
+            f"{variant:16} {concurrency:>4} {result.rps:>8.1f} {result.p50_ms:>8.1f} {result.p99_ms:>8.1f} "
+            f"{fmt(result.overhead_p50_ms):>8} {fmt(result.overhead_p99_ms):>8} {result.peak_rss_mb:>7.0f} "
+            f"{result.errors:>6} {fmt(rps_ratio, '.3f'):>9} {fmt(p99_ratio, '.3f'):>9}"
+        )
+        row = {k: v for k, v in asdict(result).items() if k != "latencies_ms"}
+        rows.append({**row, "rps_ratio_vs_stock": rps_ratio, "p99_ratio_vs_stock": p99_ratio})
+    print()
+    for variant, seconds in ready.items():
+        stock = statistics.median(ready["stock"]) if "stock" in ready else None
+        ratio = statistics.median(seconds) / stock if stock else None
+        print(
+            f"time-to-ready {variant:16} median {statistics.median(seconds):.2f} s over {len(seconds)} starts"
+            + (f"   ratio vs stock {ratio:.3f}" if ratio else "")
+        )
+    return rows
+
+
+async def run_rounds(args, proxies: dict[str, ProxyProcess], tokens: dict[str, str]) -> list[Result]:
+    results = []
+    for concurrency in args.concurrency:
+        for variant, proxy in proxies.items():  # warm-up: connections, caches, the writer
+            await drive(proxy.url, tokens[variant], min(200, args.requests), concurrency, proxy.process.pid)
+        for round_no in range(args.rounds):
+            order = list(proxies) if round_no % 2 == 0 else list(reversed(proxies))  # alternate the order
+            for variant in order:
+                proxy = proxies[variant]
+                result = await drive(proxy.url, tokens[variant], args.requests, concurrency, proxy.process.pid)
+                result.variant = variant
+                results.append(result)
+                print(f"  round {round_no + 1} c={concurrency} {variant:16} {result.rps:8.1f} req/s", flush=True)
+    return results
+
+
+async def direct_upstream(upstream_url: str, requests: int, concurrency: int) -> float:
+    """The limit: the fake upstream driven directly by the same load generator."""
+    result = await drive(upstream_url, "none", requests, concurrency, os.getpid())
+    return result.rps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 64])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ready-starts", type=int, default=2, help="extra starts per variant to time readiness")
+    parser.add_argument("--variants", nargs="+", default=["stock", "ours"], choices=sorted(VARIANTS))
+    parser.add_argument("--upstream-latency-ms", type=float, default=0)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    upstream, upstream_url = start_upstream(args.upstream_latency_ms)
+    db_url, embedded = database()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    proxies: dict[str, ProxyProcess] = {}
+    ready: dict[str, list[float]] = {v: [] for v in args.variants}
+    try:
+        for _ in range(args.ready_starts):  # alternate cold starts for the time-to-ready ratio
+            for variant in args.variants:
+                proxy = start_proxy(variant, workdir, upstream_url, db_url, {})
+                ready[variant].append(proxy.ready_seconds)
+                proxy.stop()
+        for variant in args.variants:
+            proxies[variant] = start_proxy(variant, workdir, upstream_url, db_url, {})
+            ready[variant].append(proxies[variant].ready_seconds)
+        tokens = {v: (MASTER_KEY if v == "stock" else tenant_token(db_url)) for v in args.variants}
+        limits = {c: asyncio.run(direct_upstream(upstream_url, args.requests, c)) for c in args.concurrency}
+        results = asyncio.run(run_rounds(args, proxies, tokens))
+    finally:
+        for proxy in proxies.values():
+            proxy.stop()
+        upstream.terminate()
+        if embedded is not None:
+            embedded.destroy()
+    summary = summarise(results)
+    print()
+    for concurrency, rps in limits.items():
+        print(f"direct upstream (the limit) c={concurrency}: {rps:.1f} req/s")
+    rows = print_table(summary, ready)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps(
+                {
+                    "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                    "upstream_limit_rps": limits,
+                    "time_to_ready_s": ready,
+                    "results": rows,
+                    "latency_samples_ms": {f"{v}@{c}": r.latencies_ms for (v, c), r in summary.items()},
+                },
+                indent=1,
+            )
+        )
+        print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
