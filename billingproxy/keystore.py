@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from billingproxy.auth import KeyRecord, StoreUnavailable
@@ -34,8 +33,7 @@ class KeyStore:
 
     async def _one(self, query: sql.Composed, params: tuple) -> KeyRecord | None:
         try:
-            async with self.pool.connection(timeout=self.timeout_s) as conn:
-                conn.row_factory = dict_row
+            async with self.pool.connection(timeout=self.timeout_s) as conn:  # the pool returns dict rows
                 cursor = await conn.execute(query, params)
                 return _record(await cursor.fetchone())
         except (psycopg.OperationalError, PoolTimeout) as exc:

@@ -9,16 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
+import socket
 
+from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from billingproxy import shutdown
+from billingproxy import logs, shutdown
 from billingproxy.auth import Authenticator
+from billingproxy.budget import BudgetManager
+from billingproxy.budget_store import PostgresBudgetStore
 from billingproxy.keystore import KeyStore
 from billingproxy.pricing import PriceTable
 from billingproxy.settings import AuthSettings, WriterSettings, database_url, master_key
 from billingproxy.usage import UsageRecord, record_from_payload
 from billingproxy.writer import UsageWriter
+
+logs.configure()  # our operational lines are JSON on stdout, like the request lines
 
 _pool: AsyncConnectionPool | None = None
 _pool_lock: asyncio.Lock | None = None
@@ -37,7 +44,7 @@ def pool() -> AsyncConnectionPool:
             open=False,
             timeout=2.0,
             reconnect_timeout=0,  # keep retrying forever in the background during an outage
-            kwargs={"connect_timeout": 2, "application_name": "billingproxy-proxy"},
+            kwargs={"connect_timeout": 2, "application_name": "billingproxy-proxy", "row_factory": dict_row},
         )
     return _pool
 
@@ -106,8 +113,30 @@ async def _close_writer() -> None:
 
 
 def record_usage(payload: dict, **outcome) -> UsageRecord | None:
-    """Build the request's usage record and queue it. Called from the LiteLLM adapter."""
+    """Build the request's usage record, settle its budget reservation and queue the record."""
     record = record_from_payload(payload, prices(), **outcome)
-    if record is not None and _WRITE_USAGE:
-        writer().submit(record)
+    if record is not None:
+        budgets().settle(record.request_id, record.cost_usd)
+        if _WRITE_USAGE:
+            writer().submit(record)
     return record
+
+
+_budgets: BudgetManager | None = None
+
+
+def budgets() -> BudgetManager:
+    """The process's budget manager; its background task reports spend and renews slices."""
+    global _budgets
+    if _budgets is None:
+        holder = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        _budgets = BudgetManager(PostgresBudgetStore(pool()), holder)
+        # At exit nothing more is needed: spend is also derived from the usage rows the writer
+        # flushes, and this instance's slices expire within the lease TTL.
+        asyncio.get_running_loop().create_task(_run_budgets(_budgets), name="billingproxy-budgets")
+    return _budgets
+
+
+async def _run_budgets(manager: BudgetManager) -> None:
+    await opened_pool()
+    await manager.run()

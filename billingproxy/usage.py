@@ -155,8 +155,8 @@ def record_from_payload(
     start = _timestamp(payload.get("startTime")) or datetime.now(UTC)
     end = _timestamp(payload.get("endTime"))
     error = payload.get("error_information") or {}
-    if status == "failure":
-        http_status = http_status or _int(error.get("error_code")) or None
+    if status != "success":
+        http_status = _int(http_status) or _int(error.get("error_code")) or None
         error_type = error_type or error.get("error_class") or "unknown"
     return UsageRecord(
         request_id=str(payload.get("litellm_call_id") or payload.get("id")),

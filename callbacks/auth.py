@@ -30,7 +30,13 @@ def to_user_api_key_auth(principal: Principal) -> UserAPIKeyAuth:
 @functools.lru_cache(maxsize=10_000)
 def _template(record: KeyRecord) -> UserAPIKeyAuth:
     """One validated UserAPIKeyAuth per cached key record (records are immutable and hashable)."""
-    metadata = {"tenant_id": record.tenant_id, "api_key_id": record.key_id, "customer_id": record.customer_id}
+    metadata = {
+        "tenant_id": record.tenant_id,
+        "api_key_id": record.key_id,
+        "customer_id": record.customer_id,
+        "budget_usd": None if record.budget_usd is None else str(record.budget_usd),
+        "budget_period": record.budget_period,
+    }
     return UserAPIKeyAuth(
         api_key=record.key_hash,  # never the raw token: LiteLLM logs this field
         token=record.key_hash,

@@ -1,0 +1,175 @@
+"""Budgets and rate limits under concurrency, in one proxy and across two sharing a database/Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from decimal import Decimal
+
+import httpx
+import pytest
+import redis
+
+from billingproxy import budget
+from billingproxy.pricing import PriceTable
+from tests.support import REPO, ProxyProcess, test_config, wait_until
+
+PRICES = PriceTable.from_config(REPO / "config.yaml")
+# The fake upstream answers after 3 s, so every request is in flight before any one settles.
+BODY = {
+    "model": "gpt-4o-mini",
+    "messages": [{"role": "user", "content": "spend some budget please [[latency:3000]]"}],
+    "max_tokens": 50,
+}
+
+
+def max_cost(body: dict = BODY) -> Decimal:
+    return budget.max_cost(PRICES, body["model"], body, 4096)
+
+
+async def fire(urls: list[str], token: str, count: int) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=count)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+
+        async def one(i: int) -> httpx.Response:
+            return await client.post(
+                urls[i % len(urls)] + "/v1/chat/completions", json=BODY, headers={"Authorization": f"Bearer {token}"}
+            )
+
+        return await asyncio.gather(*(one(i) for i in range(count)))
+
+
+def spend(conn, tenant_id: str) -> tuple[int, Decimal]:
+    row = conn.execute(
+        """SELECT count(*) FILTER (WHERE status = 'success') AS ok, coalesce(sum(cost_usd), 0) AS cost
+           FROM litellm_usage WHERE tenant_id = %s""",
+        (tenant_id,),
+    ).fetchone()
+    return row["ok"], row["cost"]
+
+
+def budget_tenant(store, requests: int):
+    tenant = store.create_tenant(f"budget-{uuid.uuid4().hex[:8]}", budget_usd=max_cost() * requests)
+    return tenant, store.create_key(tenant.id)[1]
+
+
+def check_budget_held(responses, upstream_before, upstream, conn, tenant) -> None:
+    statuses = [r.status_code for r in responses]
+    admitted = statuses.count(200)
+    refused = [r for r in responses if r.status_code == 429]
+    assert admitted + len(refused) == len(responses), sorted(set(statuses))
+    assert 1 <= admitted <= 10, admitted
+    reached = upstream.calls["/v1/chat/completions"] - upstream_before
+    assert reached == admitted <= 10
+    error = refused[0].json()["error"]
+    assert error["code"] == "budget_exceeded" and error["type"] == "budget_exceeded"
+    _, cost = wait_until(
+        lambda: (found := spend(conn, tenant.id))[0] == admitted and found, timeout=30, what="usage rows"
+    )
+    assert cost <= tenant.budget_usd
+    rejected = conn.execute(
+        "SELECT count(*) AS n, sum(cost_usd) AS c FROM litellm_usage WHERE tenant_id = %s AND status = 'rejected'",
+        (tenant.id,),
+    ).fetchone()
+    assert rejected["n"] == len(refused) and rejected["c"] == 0  # recorded, at zero cost
+
+
+def test_200_concurrent_requests_cannot_overspend_one_proxy(proxy, upstream, store, conn):
+    tenant, token = budget_tenant(store, 10)
+    before = upstream.calls["/v1/chat/completions"]
+    responses = asyncio.run(fire([proxy.url], token, 200))
+    check_budget_held(responses, before, upstream, conn, tenant)
+
+
+@pytest.fixture
+def second_proxy(tmp_path, upstream, database_url):
+    process = ProxyProcess(
+        tmp_path / "second",
+        test_config(upstream.base_url),
+        {"BILLINGPROXY_DATABASE_URL": database_url, "BILLINGPROXY_AUTH_CACHE_TTL": "1"},
+    ).start()
+    yield process
+    process.stop()
+
+
+def test_200_concurrent_requests_cannot_overspend_two_proxies_sharing_the_database(
+    proxy, second_proxy, upstream, store, conn
+):
+    tenant, token = budget_tenant(store, 10)
+    before = upstream.calls["/v1/chat/completions"]
+    responses = asyncio.run(fire([proxy.url, second_proxy.url], token, 200))
+    check_budget_held(responses, before, upstream, conn, tenant)
+
+
+def test_tenant_without_budget_and_admin_are_not_limited(proxy, store):
+    tenant = store.create_tenant(f"free-{uuid.uuid4().hex[:8]}")
+    token = store.create_key(tenant.id)[1]
+    cheap = {**BODY, "messages": [{"role": "user", "content": "no budget"}]}
+    response = httpx.post(proxy.url + "/v1/chat/completions", json=cheap, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+
+
+def test_budget_threshold_lines_appear_once_per_crossing(proxy, store, conn):
+    quick = {**BODY, "messages": [{"role": "user", "content": "threshold check"}], "max_tokens": 10}
+    one_request = budget.max_cost(PRICES, "gpt-4o-mini", quick, 4096)
+    # Requests are admitted while a maximum-cost reservation fits, so when the first one is
+    # refused at least 90 % of the budget is spent: 50 % and 80 % must each be announced once.
+    tenant = store.create_tenant(f"thresh-{uuid.uuid4().hex[:8]}", budget_usd=one_request * 10)
+    token = store.create_key(tenant.id)[1]
+    headers = {"Authorization": f"Bearer {token}"}
+    statuses = []
+    while not statuses or statuses[-1] == 200:
+        statuses.append(httpx.post(proxy.url + "/v1/chat/completions", json=quick, headers=headers).status_code)
+        assert len(statuses) < 60, "the budget never ran out"
+    assert statuses[-1] == 429 and len(statuses) > 10
+
+    def threshold_lines() -> list[int]:
+        pattern = re.compile(rf"tenant {tenant.id} crossed (\d+)% of its budget")
+        return [int(match[1]) for match in pattern.finditer(proxy.output())]
+
+    lines = wait_until(lambda: (t := threshold_lines()) and 80 in t and t, timeout=15, what="threshold lines")
+    mark = conn.execute("SELECT now() AS t").fetchone()["t"]
+    conn.commit()
+    for _ in range(3):  # more refused requests change nothing
+        httpx.post(proxy.url + "/v1/chat/completions", json=quick, headers=headers)
+    wait_until(  # at least one more report has reached the store since
+        lambda: conn.execute(
+            "SELECT 1 FROM budget_spend WHERE tenant_id = %s AND updated_at > %s", (tenant.id, mark)
+        ).fetchone(),
+        timeout=10,
+        what="a later budget report",
+    )
+    assert sorted(threshold_lines()) == [50, 80], lines  # once each, never repeated
+
+
+def test_rpm_limit_across_two_processes_sharing_redis(tmp_path, upstream, database_url, store):
+    try:
+        redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1).ping()
+    except redis.exceptions.ConnectionError:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    tenant = store.create_tenant(f"rpm-{uuid.uuid4().hex[:8]}", rpm_limit=5)
+    token = store.create_key(tenant.id)[1]
+    env = {
+        "BILLINGPROXY_DATABASE_URL": database_url,
+        "REDIS_HOST": "127.0.0.1",
+        "REDIS_PORT": "6379",
+    }
+    config = test_config(upstream.base_url)
+    config["general_settings"]["coordination_redis"] = {"host": "127.0.0.1", "port": 6379}
+    first = ProxyProcess(tmp_path / "a", config, env).start()
+    second = ProxyProcess(tmp_path / "b", config, env).start()
+    try:
+        cheap = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "rate"}], "max_tokens": 1}
+        headers = {"Authorization": f"Bearer {token}"}
+        statuses = []
+        for i in range(6):
+            url = (first if i % 2 == 0 else second).url
+            response = httpx.post(url + "/v1/chat/completions", json=cheap, headers=headers, timeout=30)
+            statuses.append(response.status_code)
+        assert statuses[:5] == [200] * 5, statuses
+        assert statuses[5] == 429, statuses
+        assert int(response.headers["retry-after"]) > 0
+    finally:
+        first.stop()
+        second.stop()
