@@ -21,7 +21,7 @@ _ENSURE = """INSERT INTO budget_spend (tenant_id, period_start) VALUES (%s, %s) 
 _ADD_SPENT = """UPDATE budget_spend SET spent = spent + %s, updated_at = now()
     WHERE tenant_id = %s AND period_start = %s RETURNING spent, last_threshold"""
 # What the usage rows say was spent: catches reports lost with a crashed instance.
-_DERIVED = """SELECT coalesce(sum(cost_usd), 0) AS spent FROM usage_daily
+DERIVED_SPEND_SQL = """SELECT coalesce(sum(cost_usd), 0) AS spent FROM usage_daily
     WHERE tenant_id = %s AND day >= (%s AT TIME ZONE 'UTC')::date"""
 _OTHERS = """SELECT coalesce(sum(amount), 0) AS held FROM budget_leases
     WHERE tenant_id = %s AND period_start = %s AND holder <> %s AND expires_at > now()"""
@@ -47,7 +47,7 @@ class PostgresBudgetStore:
     async def _acquire(self, holder: str, report: Report, reserved: Decimal, want: Decimal, need: Decimal) -> Grant:
         async with self.pool.connection(timeout=2) as conn, conn.transaction():
             spent, _ = await self._add_spent(conn, report)
-            derived = await _scalar(conn, _DERIVED, (report.tenant_id, report.period_start))
+            derived = await _scalar(conn, DERIVED_SPEND_SQL, (report.tenant_id, report.period_start))
             others = await _scalar(conn, _OTHERS, (report.tenant_id, report.period_start, holder))
             free = report.budget - max(spent, derived) - others - reserved
             granted = min(want, free) if free >= need else ZERO
@@ -95,7 +95,7 @@ def period_status(conn: psycopg.Connection, tenant_id: str, start: datetime, bud
     reported = conn.execute(
         "SELECT spent FROM budget_spend WHERE tenant_id = %s AND period_start = %s", (tenant_id, start)
     ).fetchone()
-    derived = conn.execute(_DERIVED, (tenant_id, start)).fetchone()["spent"]
+    derived = conn.execute(DERIVED_SPEND_SQL, (tenant_id, start)).fetchone()["spent"]
     held = conn.execute(
         """SELECT coalesce(sum(amount), 0) AS held FROM budget_leases
            WHERE tenant_id = %s AND period_start = %s AND expires_at > now()""",

@@ -17,7 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from billingproxy import logs, shutdown
 from billingproxy.auth import Authenticator
-from billingproxy.budget import BudgetManager
+from billingproxy.budget import BudgetManager, BudgetStore
 from billingproxy.budget_store import PostgresBudgetStore
 from billingproxy.keystore import KeyStore
 from billingproxy.pricing import PriceTable
@@ -130,11 +130,26 @@ def budgets() -> BudgetManager:
     global _budgets
     if _budgets is None:
         holder = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-        _budgets = BudgetManager(PostgresBudgetStore(pool()), holder)
+        _budgets = BudgetManager(_budget_store(), holder)
         # At exit nothing more is needed: spend is also derived from the usage rows the writer
         # flushes, and this instance's slices expire within the lease TTL.
         asyncio.get_running_loop().create_task(_run_budgets(_budgets), name="billingproxy-budgets")
     return _budgets
+
+
+def _budget_store() -> BudgetStore:
+    """PostgreSQL by default; Redis (atomic scripts) when BILLINGPROXY_BUDGET_STORE=redis."""
+    kind = os.environ.get("BILLINGPROXY_BUDGET_STORE", "postgres")
+    if kind == "redis":
+        import redis.asyncio as aioredis
+
+        from billingproxy.budget_redis import RedisBudgetStore
+
+        url = os.environ.get("BILLINGPROXY_REDIS_URL") or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+        return RedisBudgetStore(aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2), pool())
+    if kind != "postgres":
+        raise ValueError(f"BILLINGPROXY_BUDGET_STORE must be postgres or redis, got {kind!r}")
+    return PostgresBudgetStore(pool())
 
 
 async def _run_budgets(manager: BudgetManager) -> None:

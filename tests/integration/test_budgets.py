@@ -102,6 +102,37 @@ def test_200_concurrent_requests_cannot_overspend_two_proxies_sharing_the_databa
     check_budget_held(responses, before, upstream, conn, tenant)
 
 
+def redis_available() -> bool:
+    try:
+        return bool(redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1).ping())
+    except redis.exceptions.ConnectionError:
+        return False
+
+
+def test_200_concurrent_requests_cannot_overspend_two_proxies_sharing_redis(
+    tmp_path, upstream, database_url, store, conn
+):
+    if not redis_available():
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    env = {
+        "BILLINGPROXY_DATABASE_URL": database_url,
+        "BILLINGPROXY_BUDGET_STORE": "redis",
+        "BILLINGPROXY_REDIS_URL": "redis://127.0.0.1:6379/0",
+    }
+    first = ProxyProcess(tmp_path / "a", test_config(upstream.base_url), env).start()
+    second = ProxyProcess(tmp_path / "b", test_config(upstream.base_url), env).start()
+    try:
+        tenant, token = budget_tenant(store, 10)
+        before = upstream.calls["/v1/chat/completions"]
+        responses = asyncio.run(fire([first.url, second.url], token, 200))
+        check_budget_held(responses, before, upstream, conn, tenant)
+        keys = redis.Redis(host="127.0.0.1", port=6379).keys(f"billingproxy:budget:{tenant.id}:*")
+        assert keys  # the grants really went through Redis
+    finally:
+        first.stop()
+        second.stop()
+
+
 def test_tenant_without_budget_and_admin_are_not_limited(proxy, store):
     tenant = store.create_tenant(f"free-{uuid.uuid4().hex[:8]}")
     token = store.create_key(tenant.id)[1]
@@ -144,9 +175,7 @@ def test_budget_threshold_lines_appear_once_per_crossing(proxy, store, conn):
 
 
 def test_rpm_limit_across_two_processes_sharing_redis(tmp_path, upstream, database_url, store):
-    try:
-        redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1).ping()
-    except redis.exceptions.ConnectionError:
+    if not redis_available():
         pytest.skip("no Redis on 127.0.0.1:6379")
     tenant = store.create_tenant(f"rpm-{uuid.uuid4().hex[:8]}", rpm_limit=5)
     token = store.create_key(tenant.id)[1]
