@@ -123,10 +123,15 @@ def tenant_list(as_json: bool) -> None:
 @click.argument("tenant_ref", metavar="TENANT")
 @json_option
 def tenant_show(tenant_ref: str, as_json: bool) -> None:
-    """Show one tenant (by id or name)."""
+    """Show one tenant (by id or name) with its spend, reserved and remaining budget this period."""
+    from billingproxy.budget import period_start
+    from billingproxy.budget_store import period_status
+
     with _store() as store:
         found = store.get_tenant(tenant_ref)
-    _show_tenant(found, as_json)
+        status = period_status(store.conn, found.id, period_start(found.budget_period), found.budget_usd)
+    data = {**found.to_json(), **{k: v if v is None else str(v) for k, v in status.items()}}
+    _emit(data, as_json, lambda: [click.echo(f"{k:20} {v}") for k, v in data.items()])
 
 
 _CLEAR = "none"

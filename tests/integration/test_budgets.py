@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from decimal import Decimal
@@ -202,3 +203,31 @@ def test_rpm_limit_across_two_processes_sharing_redis(tmp_path, upstream, databa
     finally:
         first.stop()
         second.stop()
+
+
+def test_tenant_show_reports_spend_reserved_and_remaining(proxy, store, conn, database_url, monkeypatch):
+    from click.testing import CliRunner
+
+    from billingproxy.cli import main as cli
+
+    quick = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "one two"}], "max_tokens": 4}
+    tenant = store.create_tenant(f"show-{uuid.uuid4().hex[:8]}", budget_usd="1.00", budget_period="daily")
+    token = store.create_key(tenant.id)[1]
+    for _ in range(3):
+        response = httpx.post(
+            proxy.url + "/v1/chat/completions", json=quick, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert response.status_code == 200
+    spent = 3 * (2 * Decimal("0.00000015") + 4 * Decimal("0.0000006"))
+    monkeypatch.setenv("DATABASE_URL", database_url)
+
+    def shown() -> dict:
+        result = CliRunner().invoke(cli, ["tenant", "show", tenant.id, "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+    data = wait_until(lambda: (d := shown()) and Decimal(d["spent_usd"]) == spent and d, timeout=15, what="spend")
+    assert data["budget_period"] == "daily"
+    reserved = Decimal(data["reserved_usd"])
+    assert reserved > 0  # this proxy still holds a slice of the remaining budget
+    assert Decimal(data["remaining_usd"]) == Decimal("1.00") - spent - reserved
