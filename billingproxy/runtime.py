@@ -92,6 +92,8 @@ def prices() -> PriceTable:
 _writer: UsageWriter | None = None
 # Off only for benchmarks that measure the writer's cost; production always writes.
 _WRITE_USAGE = os.environ.get("BILLINGPROXY_WRITE_USAGE", "1") != "0"
+# Response-cache hits are free by default; "full" bills them like a provider call.
+_BILL_CACHE_HITS = os.environ.get("BILLINGPROXY_CACHE_HIT_POLICY", "free") == "full"
 
 
 def writer() -> UsageWriter:
@@ -114,7 +116,7 @@ async def _close_writer() -> None:
 
 def record_usage(payload: dict, **outcome) -> UsageRecord | None:
     """Build the request's usage record, settle its budget reservation and queue the record."""
-    record = record_from_payload(payload, prices(), **outcome)
+    record = record_from_payload(payload, prices(), bill_cache_hits=_BILL_CACHE_HITS, **outcome)
     if record is not None:
         budgets().settle(record.request_id, record.cost_usd)
         if _WRITE_USAGE:
