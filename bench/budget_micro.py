@@ -1,0 +1,60 @@
+"""Cost of the budget check per request: ``admit`` with a warm slice (the common case), against
+a real PostgreSQL store; also how often the store is asked (slice refills).
+
+    python -m bench.budget_micro --iterations 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from decimal import Decimal
+
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from bench.compare import database
+from billingproxy.admission import TenantLimits, admit
+from billingproxy.budget import BudgetManager
+from billingproxy.budget_store import PostgresBudgetStore
+from billingproxy.pricing import PriceTable
+from tests.support import REPO
+
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "a typical short prompt"}], "max_tokens": 256}
+
+
+async def run(url: str, iterations: int) -> None:
+    prices = PriceTable.from_config(REPO / "config.yaml")
+    async with AsyncConnectionPool(url, kwargs={"row_factory": dict_row}, open=False) as pool:
+        manager = BudgetManager(PostgresBudgetStore(pool), "bench-holder")
+        limits = TenantLimits("tn_bench", (), Decimal("1000000"), "monthly")
+        samples = []
+        for i in range(iterations):
+            body = dict(BODY)
+            started = time.perf_counter_ns()
+            await admit(limits, f"req-{i}", "acompletion", body, prices, manager)
+            samples.append((time.perf_counter_ns() - started) / 1000)
+            manager.settle(f"req-{i}", Decimal("0.0001"))
+        samples.sort()
+        print(
+            f"admit (model check + max cost + reservation): p50 {samples[len(samples) // 2]:.2f} µs   "
+            f"p99 {samples[int(len(samples) * 0.99)]:.2f} µs   over {iterations} requests"
+        )
+        print(f"store round trips: {manager.store_calls} ({manager.store_calls / iterations:.4%} of requests)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=100_000)
+    args = parser.parse_args()
+    url, embedded = database()
+    try:
+        asyncio.run(run(url, args.iterations))
+    finally:
+        if embedded is not None:
+            embedded.destroy()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Usage writer throughput: our writer (idempotent insert + daily rollup, batched) against a raw
+COPY of the same rows into the same table, in the same run, alternating, on fresh tables.
+
+    python -m bench.writer_bench --rows 50000 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+
+from bench.compare import database
+from billingproxy.settings import WriterSettings
+from billingproxy.usage import UsageRecord
+from billingproxy.usage_store import _COPY, _FIELDS
+from billingproxy.writer import UsageWriter
+
+
+def records(count: int) -> list[UsageRecord]:
+    now = datetime.now(UTC)
+    return [
+        UsageRecord(
+            request_id=str(uuid.uuid4()),
+            tenant_id=f"tn_{i % 50}",
+            api_key_id=f"key_{i % 200}",
+            model=("gpt-4o", "gpt-4o-mini", "claude-sonnet-4")[i % 3],
+            model_group=None,
+            provider="openai",
+            call_type="acompletion",
+            prompt_tokens=100 + i % 900,
+            completion_tokens=50 + i % 400,
+            cached_tokens=i % 50,
+            reasoning_tokens=0,
+            total_tokens=150 + i % 1300,
+            cost_usd=Decimal("0.0001234567") * (1 + i % 7),
+            latency_ms=200 + i % 800,
+            status="success",
+            http_status=200,
+            error_type=None,
+            stream=bool(i % 2),
+            cache_hit=False,
+            customer_id=f"cus_{i % 50}",
+            trace_id=None,
+            start_time=now - timedelta(milliseconds=i),
+            end_time=now,
+        )
+        for i in range(count)
+    ]
+
+
+def reset(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE litellm_usage, usage_daily")
+
+
+def raw_copy(url: str, rows: list[UsageRecord]) -> float:
+    """The ceiling: one COPY straight into the partitioned table, no idempotency, no rollup."""
+    statement = _COPY.as_string().replace("usage_stage", "litellm_usage")
+    started = time.perf_counter()
+    with psycopg.connect(url) as conn:
+        with conn.cursor().copy(statement) as copy:
+            for record in rows:
+                copy.write_row([getattr(record, name) for name in _FIELDS])
+        conn.commit()
+    return len(rows) / (time.perf_counter() - started)
+
+
+async def through_writer(url: str, rows: list[UsageRecord], batch: int) -> float:
+    settings = WriterSettings(
+        batch_size=batch, flush_interval_s=0.2, queue_bound=len(rows) + 1, spill_dir=Path(tempfile.mkdtemp())
+    )
+    writer = UsageWriter(url, settings)
+    started = time.perf_counter()
+    writer.start()
+    for record in rows:
+        writer.submit(record)
+    while writer.written < len(rows):
+        await asyncio.sleep(0.005)
+    elapsed = time.perf_counter() - started
+    await writer.close()
+    return len(rows) / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=50_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=500)
+    args = parser.parse_args()
+    url, embedded = database()
+    try:
+        copy_rates, writer_rates = [], []
+        for round_no in range(args.rounds):
+            rows = records(args.rows)
+            order = ("copy", "writer") if round_no % 2 == 0 else ("writer", "copy")
+            for kind in order:
+                reset(url)
+                if kind == "copy":
+                    copy_rates.append(raw_copy(url, rows))
+                else:
+                    writer_rates.append(asyncio.run(through_writer(url, rows, args.batch)))
+            print(
+                f"round {round_no + 1}: raw COPY {copy_rates[-1]:9.0f} rows/s   writer {writer_rates[-1]:9.0f} rows/s"
+            )
+        copy_rate, writer_rate = statistics.median(copy_rates), statistics.median(writer_rates)
+        print(f"\nraw COPY (median)  {copy_rate:9.0f} rows/s")
+        print(f"writer (median)    {writer_rate:9.0f} rows/s   batch {args.batch}, with ON CONFLICT + daily rollup")
+        print(f"ratio writer/COPY  {writer_rate / copy_rate:9.3f}")
+    finally:
+        if embedded is not None:
+            embedded.destroy()
+
+
+if __name__ == "__main__":
+    main()
