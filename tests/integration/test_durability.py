@@ -85,12 +85,13 @@ def test_database_outage_keeps_warm_keys_working_and_loses_no_rows(tmp_path, ups
 
 
 def test_sigterm_during_a_burst_keeps_every_row_in_the_database_or_a_spill_file(
-    tmp_path, upstream, private_pg, private_db
+    request, tmp_path, upstream, private_pg, private_db
 ):
     from billingproxy.replay import replay_files
 
     tenant_id, token = make_tenant(private_db)
     proxy = start_proxy(tmp_path, upstream, private_db, BILLINGPROXY_WRITER_INTERVAL_MS="2000")
+    request.addfinalizer(proxy.stop)
     chat(proxy, token)  # warm the key and the writer
     served: list[str] = []
 
@@ -129,10 +130,13 @@ def test_sigterm_with_the_database_up_writes_every_row_before_exit(tmp_path, ups
     tenant_id, token = make_tenant(private_db)
     # A long flush interval: rows are still queued in memory when SIGTERM arrives.
     proxy = start_proxy(tmp_path, upstream, private_db, BILLINGPROXY_WRITER_INTERVAL_MS="60000")
-    served = [chat(proxy, token).headers["x-litellm-call-id"] for _ in range(30)]
-    assert usage_ids(private_db, tenant_id) == []  # nothing written yet
-    started = time.monotonic()
-    assert proxy.terminate(timeout=30) == 0
-    assert time.monotonic() - started < 10  # Cloud Run's grace period
+    try:
+        served = [chat(proxy, token).headers["x-litellm-call-id"] for _ in range(30)]
+        assert usage_ids(private_db, tenant_id) == []  # nothing written yet
+        started = time.monotonic()
+        assert proxy.terminate(timeout=30) == 0
+        assert time.monotonic() - started < 10  # Cloud Run's grace period
+    finally:
+        proxy.stop()
     assert sorted(usage_ids(private_db, tenant_id)) == sorted(served)
     assert not list(Path(proxy.workdir / f"spill-{proxy.port}").glob("usage-*.jsonl"))
