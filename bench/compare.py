@@ -32,12 +32,14 @@ from billingproxy import db
 from billingproxy.tenants import TenantStore
 from tests.support import MASTER_KEY, ProxyProcess, create_database, free_port, test_config, wait_until
 
-# Plugin switches per variant (env for the proxy process). "stock" has no plugins at all.
-VARIANTS: dict[str, dict[str, str]] = {
-    "stock": {},
-    "ours": {},
-    "ours-no-writer": {"BILLINGPROXY_WRITE_USAGE": "0"},
-    "ours-no-log": {"BILLINGPROXY_REQUEST_LOG": "0"},
+# Per variant: which of our plugins the proxy loads, and env switches. "stock" loads none and
+# authenticates with the master key, like the plain LiteLLM proxy.
+VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
+    "stock": ("none", {}),
+    "auth-only": ("auth", {}),
+    "ours": ("all", {}),
+    "ours-no-writer": ("all", {"BILLINGPROXY_WRITE_USAGE": "0"}),
+    "ours-no-log": ("all", {"BILLINGPROXY_REQUEST_LOG": "0"}),
 }
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "benchmark request words"}], "max_tokens": 8}
 
@@ -54,6 +56,7 @@ class Result:
     overhead_p50_ms: float | None
     overhead_p99_ms: float | None
     peak_rss_mb: float
+    cpu_ms_per_request: float = 0.0  # proxy CPU time per request: far less noisy than wall-clock rates
     latencies_ms: list[float] = field(default_factory=list, repr=False)
 
 
@@ -62,6 +65,14 @@ def percentile(values: list[float], pct: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        process = psutil.Process(pid)
+        return sum(sum(p.cpu_times()[:2]) for p in [process, *process.children(recursive=True)])
+    except psutil.NoSuchProcess:
+        return 0.0
 
 
 def rss_mb(pid: int) -> float:
@@ -106,9 +117,11 @@ async def drive(url: str, token: str, requests: int, concurrency: int, pid: int,
                 await asyncio.sleep(0.25)
 
         sampler = asyncio.create_task(sample_rss())
+        cpu_before = cpu_seconds(pid)
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
+        cpu_used = cpu_seconds(pid) - cpu_before
         sampler.cancel()
     return Result(
         variant="",
@@ -121,6 +134,7 @@ async def drive(url: str, token: str, requests: int, concurrency: int, pid: int,
         overhead_p50_ms=percentile(overheads, 50) if overheads else None,
         overhead_p99_ms=percentile(overheads, 99) if overheads else None,
         peak_rss_mb=peak,
+        cpu_ms_per_request=cpu_used * 1000 / requests,
         latencies_ms=latencies,
     )
 
@@ -161,9 +175,12 @@ def tenant_token(url: str) -> str:
 
 
 def start_proxy(variant: str, workdir: Path, upstream_url: str, db_url: str, extra_env: dict[str, str]) -> ProxyProcess:
-    plugins = variant != "stock"
-    env = {"BILLINGPROXY_DATABASE_URL": db_url, **VARIANTS[variant], **extra_env}
-    return ProxyProcess(workdir, test_config(upstream_url, plugins=plugins), env).start(timeout=180)
+    plugins, variant_env = VARIANTS[variant]
+    config = test_config(upstream_url, plugins=plugins != "none")
+    if plugins == "auth":
+        config["litellm_settings"].pop("callbacks", None)
+    env = {"BILLINGPROXY_DATABASE_URL": db_url, **variant_env, **extra_env}
+    return ProxyProcess(workdir, config, env).start(timeout=180)
 
 
 def summarise(results: list[Result]) -> dict[tuple[str, int], Result]:
@@ -189,6 +206,7 @@ def summarise(results: list[Result]) -> dict[tuple[str, int], Result]:
             overhead_p50_ms=med("overhead_p50_ms"),
             overhead_p99_ms=med("overhead_p99_ms"),
             peak_rss_mb=max(r.peak_rss_mb for r in runs),
+            cpu_ms_per_request=med("cpu_ms_per_request"),
             latencies_ms=[x for r in runs for x in r.latencies_ms],
         )
     return summary
@@ -198,7 +216,7 @@ def print_table(summary: dict[tuple[str, int], Result], ready: dict[str, list[fl
     rows = []
     header = (
         f"{'variant':16} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ovh p50':>8} {'ovh p99':>8} "
-        f"{'RSS MB':>7} {'errors':>6} {'rps/stock':>9} {'p99/stock':>9}"
+        f"{'RSS MB':>7} {'errors':>6} {'cpu ms':>6} {'rps/stock':>9} {'p99/stock':>9} {'cpu/stock':>9}"
     )
     print(header)
     print("-" * len(header))
@@ -206,6 +224,7 @@ def print_table(summary: dict[tuple[str, int], Result], ready: dict[str, list[fl
         stock = summary.get(("stock", concurrency))
         rps_ratio = result.rps / stock.rps if stock else None
         p99_ratio = result.p99_ms / stock.p99_ms if stock else None
+        cpu_ratio = result.cpu_ms_per_request / stock.cpu_ms_per_request if stock else None
 
         def fmt(value: float | None, spec: str = ".1f") -> str:
             return "-" if value is None else format(value, spec)
@@ -213,10 +232,13 @@ def print_table(summary: dict[tuple[str, int], Result], ready: dict[str, list[fl
         print(
             f"{variant:16} {concurrency:>4} {result.rps:>8.1f} {result.p50_ms:>8.1f} {result.p99_ms:>8.1f} "
             f"{fmt(result.overhead_p50_ms):>8} {fmt(result.overhead_p99_ms):>8} {result.peak_rss_mb:>7.0f} "
-            f"{result.errors:>6} {fmt(rps_ratio, '.3f'):>9} {fmt(p99_ratio, '.3f'):>9}"
+            f"{result.errors:>6} {result.cpu_ms_per_request:>6.2f} {fmt(rps_ratio, '.3f'):>9} "
+            f"{fmt(p99_ratio, '.3f'):>9} {fmt(cpu_ratio, '.3f'):>9}"
         )
         row = {k: v for k, v in asdict(result).items() if k != "latencies_ms"}
-        rows.append({**row, "rps_ratio_vs_stock": rps_ratio, "p99_ratio_vs_stock": p99_ratio})
+        rows.append(
+            {**row, "rps_ratio_vs_stock": rps_ratio, "p99_ratio_vs_stock": p99_ratio, "cpu_ratio_vs_stock": cpu_ratio}
+        )
     print()
     for variant, seconds in ready.items():
         stock = statistics.median(ready["stock"]) if "stock" in ready else None
