@@ -305,13 +305,11 @@ def usage_report(tenant_ref: str, start: datetime, end: datetime, as_json: bool)
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 def usage_replay(files: tuple[str, ...]) -> None:
     """Ingest spill files or exported JSON log lines; records already stored are skipped."""
-    import asyncio
-
     from billingproxy.replay import replay_files
     from billingproxy.settings import database_url
 
     try:
-        read, inserted = asyncio.run(replay_files(database_url(), [Path(f) for f in files]))
+        read, inserted = replay_files(database_url(), [Path(f) for f in files])
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"read {read} records, inserted {inserted}, skipped {read - inserted} already stored")

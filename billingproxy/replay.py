@@ -14,21 +14,21 @@ from billingproxy.writer import read_records
 BATCH = 1000
 
 
-async def replay_records(dsn: str, records: Iterable[UsageRecord]) -> tuple[int, int]:
+def replay_records(dsn: str, records: Iterable[UsageRecord]) -> tuple[int, int]:
     """Returns (records read, rows newly inserted)."""
     store = UsageStore()
     read = inserted = 0
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=True) as conn:
         batch: list[UsageRecord] = []
         for record in records:
             batch.append(record)
             read += 1
             if len(batch) >= BATCH:
-                inserted += await store.write(conn, batch)
+                inserted += store.write(conn, batch)
                 batch = []
-        inserted += await store.write(conn, batch)
+        inserted += store.write(conn, batch)
     return read, inserted
 
 
-async def replay_files(dsn: str, paths: list[Path]) -> tuple[int, int]:
-    return await replay_records(dsn, (record for path in paths for record in read_records(path)))
+def replay_files(dsn: str, paths: list[Path]) -> tuple[int, int]:
+    return replay_records(dsn, (record for path in paths for record in read_records(path)))

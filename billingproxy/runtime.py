@@ -108,10 +108,9 @@ def writer() -> UsageWriter:
 
 
 async def _close_writer() -> None:
-    """At exit, on a fresh loop: write what is left within the deadline, spill the rest."""
+    """At exit: write what is left within the deadline, spill the rest."""
     if _writer is not None:
-        _writer.detach_from_loop()
-        await _writer.close()
+        _writer.close()
 
 
 def record_usage(payload: dict, **outcome) -> UsageRecord | None:

@@ -68,7 +68,8 @@ class AuthSettings:
 
 @dataclass(frozen=True)
 class WriterSettings:
-    batch_size: int = 500
+    batch_size: int = 500  # a batch this size is written at once, else every flush_interval
+    max_batch: int = 20_000  # when rows are backlogged (after an outage), catch up in bigger batches
     flush_interval_s: float = 0.2
     queue_bound: int = 50_000
     spill_dir: Path = field(default_factory=lambda: Path(".data/spill"))
@@ -78,6 +79,7 @@ class WriterSettings:
     def from_env(cls) -> WriterSettings:
         return cls(
             batch_size=_int("BILLINGPROXY_WRITER_BATCH", 500),
+            max_batch=_int("BILLINGPROXY_WRITER_MAX_BATCH", 20_000),
             flush_interval_s=_float("BILLINGPROXY_WRITER_INTERVAL_MS", 200) / 1000,
             queue_bound=_int("BILLINGPROXY_WRITER_QUEUE", 50_000),
             spill_dir=Path(os.environ.get("BILLINGPROXY_SPILL_DIR", ".data/spill")),

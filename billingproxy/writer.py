@@ -1,26 +1,30 @@
-"""The per-process usage writer: the request path only enqueues; a background task writes.
+"""The per-process usage writer: the request path only enqueues; a background thread writes.
 
-* ``submit`` appends to a bounded in-memory queue and returns (microseconds, no I/O).
-* ``run`` writes batches of up to ``batch_size`` rows every ``flush_interval`` (or sooner when
-  a batch is full). While PostgreSQL is down or slow the queue grows; records past its bound go
-  to an append-only spill file, re-ingested once the database answers again.
+* ``submit`` appends to a bounded in-memory queue and returns (microseconds, no I/O, no lock:
+  ``deque.append`` is atomic).
+* A writer thread writes batches of up to ``max_batch`` rows as soon as ``batch_size`` rows are
+  waiting, or every ``flush_interval``. It has its own synchronous connection, so database
+  waits never touch the proxy's event loop. While PostgreSQL is down or slow the queue grows;
+  records past its bound go to an append-only spill file, re-ingested once the database answers.
 * ``close`` (SIGTERM) flushes within the deadline; whatever cannot be written is spilled.
 
-Nothing is dropped: a record is either in the queue, in the database, or in a spill file, and
-re-writing one is harmless (``ON CONFLICT DO NOTHING`` on the request id).
+Nothing is dropped: a record is in the queue, in the database, or in a spill file, and writing
+one twice is harmless (the primary key on request id and start time).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import IO
 
@@ -46,9 +50,14 @@ class SpillFile:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._file: IO[str] | None = None
+        self._lock = threading.Lock()  # the request path (queue full) and the writer thread both append
         self.spilled = 0
 
     def append(self, records: Iterable[UsageRecord]) -> None:
+        with self._lock:
+            self._append(records)
+
+    def _append(self, records: Iterable[UsageRecord]) -> None:
         if self._file is None:
             self.directory.mkdir(parents=True, exist_ok=True)
             name = f"usage-{socket.gethostname()}-{os.getpid()}-{time.time_ns()}.jsonl"
@@ -60,6 +69,10 @@ class SpillFile:
         self._file.flush()
 
     def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         if self._file is not None:
             self._file.flush()
             os.fsync(self._file.fileno())
@@ -84,15 +97,13 @@ class SpillFile:
 
 def read_records(path: Path) -> Iterator[UsageRecord]:
     """Records from a spill file or exported JSON log lines; other lines are skipped."""
-    import json
-
     with open(path, encoding="utf-8") as handle:
         for line in handle:
             line = line.strip()
             if not line:
                 continue
             try:
-                data = json.loads(line)
+                data = json.loads(line, parse_float=Decimal)  # money stays exact
             except json.JSONDecodeError:
                 continue  # a torn last line from a crash; its record is elsewhere or never queued
             if isinstance(data, dict) and "jsonPayload" in data:  # `gcloud logging read` export
@@ -108,11 +119,11 @@ class UsageWriter:
         self.store = store or UsageStore()
         self.spill = SpillFile(settings.spill_dir)
         self._queue: deque[UsageRecord] = deque()
-        self._wakeup = asyncio.Event()
-        self._conn: psycopg.AsyncConnection | None = None
+        self._wakeup = threading.Event()
+        self._stop = threading.Event()
+        self._conn: psycopg.Connection | None = None
         self._inflight: list[UsageRecord] = []
-        self._task: asyncio.Task | None = None
-        self._closing = False
+        self._thread: threading.Thread | None = None
         self.written = 0
         self.failures = 0
 
@@ -123,110 +134,108 @@ class UsageWriter:
             self.spill.append([record])
             return
         self._queue.append(record)
-        if len(self._queue) >= self.settings.batch_size:
+        if len(self._queue) == self.settings.batch_size:
             self._wakeup.set()
 
     # ---- background --------------------------------------------------------------------
 
-    def start(self) -> asyncio.Task:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self.run(), name="billingproxy-usage-writer")
-        return self._task
+    def start(self) -> threading.Thread:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="billingproxy-usage-writer", daemon=True)
+            self._thread.start()
+        return self._thread
 
     @property
     def pending(self) -> int:
         return len(self._queue) + len(self._inflight)
 
-    async def run(self) -> None:
+    def _run(self) -> None:
         delay = RETRY_MIN_S
-        while not self._closing:
+        while not self._stop.is_set():
             if len(self._queue) < self.settings.batch_size and not self._inflight:
-                # Wait for a full batch or the interval, whichever comes first.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), self.settings.flush_interval_s)
+                self._wakeup.wait(self.settings.flush_interval_s)  # a full batch or the interval
                 self._wakeup.clear()
             try:
-                await self.flush_once()
-                await self._reingest_spill()
+                while self.flush_once() and not self._stop.is_set():
+                    pass
+                self._reingest_spill()
                 delay = RETRY_MIN_S
             except (psycopg.Error, OSError) as exc:
                 self.failures += 1
                 log.warning("usage write failed, %d rows waiting: %s", self.pending, exc)
-                await self._drop_connection()
-                await asyncio.sleep(delay)
+                self._drop_connection()
+                self._stop.wait(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
 
-    async def flush_once(self) -> int:
+    def flush_once(self) -> int:
         """Write one batch (the in-flight one first, if a previous attempt failed)."""
         if not self._inflight:
-            take = min(len(self._queue), self.settings.batch_size)
+            take = min(len(self._queue), max(self.settings.max_batch, self.settings.batch_size))
             self._inflight = [self._queue.popleft() for _ in range(take)]
         if not self._inflight:
             return 0
-        conn = await self._connection()
-        await self.store.write(conn, self._inflight)
+        self.store.write(self._connection(), self._inflight)
         written = len(self._inflight)
         self.written += written
         self._inflight = []
         return written
 
-    async def _connection(self) -> psycopg.AsyncConnection:
+    def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
-            self._conn = await psycopg.AsyncConnection.connect(
+            self._conn = psycopg.connect(
                 self.dsn, autocommit=True, connect_timeout=3, application_name="billingproxy-writer"
             )
         return self._conn
 
-    async def _drop_connection(self) -> None:
+    def _drop_connection(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(psycopg.Error):
-                await self._conn.close()
+                self._conn.close()
             self._conn = None
 
-    async def _reingest_spill(self) -> None:
+    def _reingest_spill(self) -> None:
         """Once the database answers and the queue has room, bring spilled records back."""
         self.spill.close()
         if len(self._queue) > self.settings.batch_size:
             return
         for path in self.spill.claim_closed_files():
-            conn = await self._connection()
+            conn = self._connection()
             batch: list[UsageRecord] = []
             for record in read_records(path):
                 batch.append(record)
-                if len(batch) >= self.settings.batch_size:
-                    await self.store.write(conn, batch)
+                if len(batch) >= self.settings.max_batch:
+                    self.store.write(conn, batch)
                     batch = []
-            await self.store.write(conn, batch)
+            self.store.write(conn, batch)
             path.unlink()
             log.info("re-ingested spill file %s", path.name)
 
     # ---- shutdown ----------------------------------------------------------------------
 
-    def detach_from_loop(self) -> None:
-        """Forget the (closed) event loop's task, event and connection, to close from a new loop."""
-        self._task = None
-        self._conn = None
-        self._wakeup = asyncio.Event()
-
-    async def close(self, deadline_s: float | None = None) -> None:
+    def close(self, deadline_s: float | None = None) -> None:
         """Flush everything within the deadline; spill the rest. Safe to call twice."""
         deadline = time.monotonic() + (deadline_s if deadline_s is not None else self.settings.shutdown_deadline_s)
-        self._closing = True
+        self._stop.set()
         self._wakeup.set()
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):  # shutting down regardless
-                await self._task
+        if self._thread is not None:
+            self._thread.join(max(deadline - time.monotonic(), 0))
+            if self._thread.is_alive():  # stuck in a database call: spill; a replay dedupes
+                log.warning("usage writer still busy at the deadline")
+                self.spill_pending()
+                return
+            self._thread = None
         try:
             while self.pending and time.monotonic() < deadline:
-                await asyncio.wait_for(self.flush_once(), max(deadline - time.monotonic(), 0.01))
-        except (psycopg.Error, OSError, TimeoutError) as exc:
+                remaining_ms = max(int((deadline - time.monotonic()) * 1000), 1)
+                self._connection().execute("SELECT set_config('statement_timeout', %s, false)", (str(remaining_ms),))
+                self.flush_once()
+        except (psycopg.Error, OSError) as exc:
             log.warning("usage flush at shutdown failed: %s", exc)
         self.spill_pending()
-        await self._drop_connection()
+        self._drop_connection()
 
     def spill_pending(self) -> int:
-        """Move every record still in memory to the spill file (synchronous: usable from atexit)."""
+        """Move every record still in memory to the spill file."""
         pending = self._inflight + list(self._queue)
         self._inflight = []
         self._queue.clear()

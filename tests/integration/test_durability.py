@@ -115,15 +115,13 @@ def test_sigterm_during_a_burst_keeps_every_row_in_the_database_or_a_spill_file(
     spill_files = sorted(spill_dir.glob("usage-*.jsonl"))
     assert spill_files, "rows that could not be written must be spilled"
     private_pg.start()
-    import asyncio
-
-    read, inserted = asyncio.run(replay_files(private_db, spill_files))
+    read, inserted = replay_files(private_db, spill_files)
     assert read >= inserted > 0
     ids = usage_ids(private_db, tenant_id)
     assert len(ids) == len(set(ids))
     assert set(served) <= set(ids)  # every answered request is billed
     # Replaying again changes nothing.
-    assert asyncio.run(replay_files(private_db, spill_files)) == (read, 0)
+    assert replay_files(private_db, spill_files) == (read, 0)
 
 
 def test_sigterm_with_the_database_up_writes_every_row_before_exit(tmp_path, upstream, private_db):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -68,7 +67,7 @@ def fixture_db(pg_server):
         record(7, b.id, "gpt-4o", "0", nov1, status="failure"),
         record(8, b.id, "claude-sonnet-4", "0.0030000000", nov1),
     ]
-    assert asyncio.run(replay_records(url, rows)) == (8, 8)
+    assert replay_records(url, rows) == (8, 8)
     yield url, a.id, b.id
     drop_database(pg_server, url)
 
@@ -184,3 +183,17 @@ def test_usage_report_cli_prints_the_breakdown(fixture_db, monkeypatch):
         cli, ["usage", "report", "--tenant", "alpha", "--from", "2026-11-01", "--to", "2026-10-01"]
     )
     assert bad.exit_code != 0 and "--to must be after --from" in bad.output
+
+
+def test_replaying_a_partly_stored_batch_inserts_and_rolls_up_only_the_new_rows(fresh_database):
+    db.migrate(fresh_database)
+    day = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
+    first = [record(n, "tn_r", "gpt-4o", "0.0010000000", day) for n in range(1, 4)]
+    more = [record(n, "tn_r", "gpt-4o", "0.0010000000", day) for n in range(3, 7)]  # req-3 is a repeat
+    assert replay_records(fresh_database, first) == (3, 3)  # fast path: straight COPY
+    assert replay_records(fresh_database, more + more) == (8, 3)  # fallback: only req-4..6 are new
+    with db.connect(fresh_database) as conn:
+        rows = conn.execute("SELECT count(*) AS n, sum(cost_usd) AS c FROM litellm_usage").fetchone()
+        rollup = conn.execute("SELECT requests, cost_usd FROM usage_daily WHERE tenant_id = 'tn_r'").fetchone()
+    assert (rows["n"], rows["c"]) == (6, Decimal("0.006"))
+    assert (rollup["requests"], rollup["cost_usd"]) == (6, Decimal("0.006"))
