@@ -151,7 +151,9 @@ class BudgetManager:
         *,
         slice_fraction: Decimal = Decimal("0.1"),
         reservation_timeout_s: float = 1800,
+        webhook_url: str | None = None,
     ) -> None:
+        self.webhook_url = webhook_url  # optional: told of every threshold crossing
         self.store = store
         self.holder = holder
         self.slice_fraction = slice_fraction
@@ -239,6 +241,21 @@ class BudgetManager:
                 spent,
                 extra={"tenant_id": tenant_id, "budget_threshold_pct": threshold, "spent_usd": str(spent)},
             )
+            if self.webhook_url:
+                await self._notify(tenant_id, threshold, spent)
+
+    async def _notify(self, tenant_id: str, threshold: int, spent: Decimal) -> None:
+        """POST the crossing to the configured webhook (background task; failures only logged)."""
+        import httpx
+
+        event = {"type": "budget.threshold_crossed", "tenant_id": tenant_id, "threshold_pct": threshold}
+        event["spent_usd"] = str(spent)
+        try:
+            async with httpx.AsyncClient(timeout=5) as client:
+                response = await client.post(self.webhook_url, json=event)
+                response.raise_for_status()
+        except httpx.HTTPError as exc:
+            log.warning("budget webhook failed for tenant %s: %s", tenant_id, exc)
 
     async def run(self, interval_s: float = 1.0) -> None:
         while True:

@@ -131,7 +131,8 @@ def budgets() -> BudgetManager:
     global _budgets
     if _budgets is None:
         holder = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-        _budgets = BudgetManager(_budget_store(), holder)
+        webhook = os.environ.get("BILLINGPROXY_BUDGET_WEBHOOK_URL") or None
+        _budgets = BudgetManager(_budget_store(), holder, webhook_url=webhook)
         # At exit nothing more is needed: spend is also derived from the usage rows the writer
         # flushes, and this instance's slices expire within the lease TTL.
         asyncio.get_running_loop().create_task(_run_budgets(_budgets), name="billingproxy-budgets")

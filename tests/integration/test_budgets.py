@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
 import re
+import threading
 import uuid
 from decimal import Decimal
 
@@ -231,3 +233,37 @@ def test_tenant_show_reports_spend_reserved_and_remaining(proxy, store, conn, da
     reserved = Decimal(data["reserved_usd"])
     assert reserved > 0  # this proxy still holds a slice of the remaining budget
     assert Decimal(data["remaining_usd"]) == Decimal("1.00") - spent - reserved
+
+
+def test_threshold_webhook_is_called_once_per_crossing(tmp_path, upstream, database_url, store):
+    received: list[dict] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook_url = f"http://127.0.0.1:{server.server_address[1]}/budget"
+    proxy = ProxyProcess(
+        tmp_path / "hook",
+        test_config(upstream.base_url),
+        {"BILLINGPROXY_DATABASE_URL": database_url, "BILLINGPROXY_BUDGET_WEBHOOK_URL": hook_url},
+    ).start()
+    try:
+        quick = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hook"}], "max_tokens": 10}
+        tenant = store.create_tenant(f"hook-{uuid.uuid4().hex[:8]}", budget_usd=max_cost(quick) * 10)
+        headers = {"Authorization": f"Bearer {store.create_key(tenant.id)[1]}"}
+        while httpx.post(proxy.url + "/v1/chat/completions", json=quick, headers=headers).status_code == 200:
+            pass
+        wait_until(lambda: len(received) >= 2, timeout=15, what="two webhook calls")
+        assert [(e["tenant_id"], e["threshold_pct"]) for e in received] == [(tenant.id, 50), (tenant.id, 80)]
+        assert all(e["type"] == "budget.threshold_crossed" and Decimal(e["spent_usd"]) > 0 for e in received)
+    finally:
+        proxy.stop()
+        server.shutdown()
