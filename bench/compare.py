@@ -38,9 +38,11 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "stock": ("none", {}),
     "auth-only": ("auth", {}),
     "ours": ("all", {}),
+    "ours-budget": ("all", {}),  # same proxy setup; the tenant has a budget, so every request reserves
     "ours-no-writer": ("all", {"BILLINGPROXY_WRITE_USAGE": "0"}),
     "ours-no-log": ("all", {"BILLINGPROXY_REQUEST_LOG": "0"}),
 }
+BUDGETED = {"ours-budget"}
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "benchmark request words"}], "max_tokens": 8}
 
 
@@ -167,10 +169,10 @@ def database() -> tuple[str, object | None]:
     return url, embedded
 
 
-def tenant_token(url: str) -> str:
+def tenant_token(url: str, budget_usd: str | None = None) -> str:
     with db.connect(url) as conn:
         store = TenantStore(conn)
-        tenant = store.create_tenant(f"bench-{uuid.uuid4().hex[:8]}")
+        tenant = store.create_tenant(f"bench-{uuid.uuid4().hex[:8]}", budget_usd=budget_usd)
         return store.create_key(tenant.id)[1]
 
 
@@ -297,7 +299,10 @@ def main() -> None:
         for variant in args.variants:
             proxies[variant] = start_proxy(variant, workdir, upstream_url, db_url, {})
             ready[variant].append(proxies[variant].ready_seconds)
-        tokens = {v: (MASTER_KEY if v == "stock" else tenant_token(db_url)) for v in args.variants}
+        tokens = {
+            v: MASTER_KEY if v == "stock" else tenant_token(db_url, "1000000" if v in BUDGETED else None)
+            for v in args.variants
+        }
         limits = {c: asyncio.run(direct_upstream(upstream_url, args.requests, c)) for c in args.concurrency}
         results = asyncio.run(run_rounds(args, proxies, tokens))
     finally:

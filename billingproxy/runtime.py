@@ -15,7 +15,7 @@ import socket
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from billingproxy import logs, shutdown
+from billingproxy import logs, request_log, shutdown
 from billingproxy.auth import Authenticator
 from billingproxy.budget import BudgetManager, BudgetStore
 from billingproxy.budget_store import PostgresBudgetStore
@@ -118,6 +118,7 @@ def record_usage(payload: dict, **outcome) -> UsageRecord | None:
     record = record_from_payload(payload, prices(), bill_cache_hits=_BILL_CACHE_HITS, **outcome)
     if record is not None:
         budgets().settle(record.request_id, record.cost_usd)
+        request_log.emit(record)
         if _WRITE_USAGE:
             writer().submit(record)
     return record

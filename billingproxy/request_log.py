@@ -1,0 +1,46 @@
+"""One structured JSON line per request on stdout: Cloud Logging turns it into ``jsonPayload``.
+
+The line carries every field of the usage row (so ``usage replay`` can rebuild rows from exported
+logs) plus Cloud Logging's special fields: ``severity``, ``message`` (``litellm_request``, the
+product docs' metric filters), ``logging.googleapis.com/trace`` and
+``logging.googleapis.com/labels``. Writing to stdout costs no network call. No prompt text,
+tokens or keys: the record holds none.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from billingproxy import logs
+from billingproxy.usage import UsageRecord
+
+MESSAGE = "litellm_request"
+SEVERITY = {"success": logging.INFO, "failure": logging.ERROR, "rejected": logging.WARNING}
+ENABLED = os.environ.get("BILLINGPROXY_REQUEST_LOG", "1") != "0"
+log = logging.getLogger("billingproxy.request")
+
+
+def project_id() -> str | None:
+    return os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("GCP_PROJECT") or None
+
+
+def fields(record: UsageRecord, project: str | None = None) -> dict:
+    """The line's fields besides severity and message."""
+    data = record.to_json()
+    # A JSON number, so log-based metrics can EXTRACT it. Per-request costs have at most 15
+    # significant digits (NUMERIC(20,10) below 100,000 USD), which a double round-trips exactly;
+    # replay parses numbers back as Decimal.
+    data["cost_usd"] = float(record.cost_usd)
+    data["logging.googleapis.com/labels"] = {"tenant_id": record.tenant_id, "model": record.model}
+    if record.trace_id and project:
+        data["logging.googleapis.com/trace"] = f"projects/{project}/traces/{record.trace_id}"
+    return data
+
+
+def emit(record: UsageRecord) -> None:
+    if ENABLED:
+        log.log(SEVERITY[record.status], MESSAGE, extra=fields(record, project_id()))
+
+
+logs.configure()
