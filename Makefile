@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt c
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: run test lint format install clean
+.PHONY: run test lint format install clean bench soak
 
 $(STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,9 +22,22 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint Dockerfile
+	$(VENV)/bin/actionlint .github/workflows/*.yml
+	$(VENV)/bin/yamllint --strict config.yaml cloudbuild.yaml .github/workflows monitoring/metrics
 
 test: lint
 	$(PY) -m pytest
+
+# Stock proxy vs ours, same run, alternating; prints the table and writes JSON + PNG (< 10 min).
+bench: $(STAMP)
+	$(PY) -m bench.compare --requests 1500 --concurrency 8 64 --rounds 3 --ready-starts 1 \
+		--variants stock ours --json bench/results/compare.json
+	$(PY) -m bench.chart bench/results/compare.json bench/results/compare.png
+
+# 100k requests through our proxy; RSS growth (~15 min).
+soak: $(STAMP)
+	$(PY) -m bench.soak --requests 100000 --concurrency 32
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Deploy BillingProxy to Cloud Run with plain gcloud (for people without Cloud Build).
+# Idempotent: every resource is created if missing and updated otherwise. --dry-run prints each
+# command instead of running it (secret values are never printed).
+#
+#   PROJECT_ID=my-proj REGION=us-central1 CLOUDSQL_INSTANCE=my-proj:us-central1:billing \
+#   DATABASE_URL='postgresql://billing:…@/billing?host=/cloudsql/my-proj:us-central1:billing' \
+#   PROXY_MASTER_KEY=… OPENAI_API_KEY=… deploy/deploy.sh [--dry-run] [--skip-build]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DRY_RUN=0; SKIP_BUILD=0
+for arg in "$@"; do
+  case "$arg" in
+    --dry-run) DRY_RUN=1 ;;
+    --skip-build) SKIP_BUILD=1 ;;
+    *) echo "unknown argument: $arg" >&2; exit 2 ;;
+  esac
+done
+
+: "${PROJECT_ID:?set PROJECT_ID}"
+REGION="${REGION:-us-central1}"
+REPOSITORY="${REPOSITORY:-billingproxy}"
+PROXY_SERVICE="${PROXY_SERVICE:-litellm-proxy}"
+BILLING_SERVICE="${BILLING_SERVICE:-billing-service}"
+MIGRATE_JOB="${MIGRATE_JOB:-billingproxy-migrate}"
+TAG="${TAG:-$(git rev-parse --short HEAD 2>/dev/null || echo latest)}"
+IMAGE="${REGION}-docker.pkg.dev/${PROJECT_ID}/${REPOSITORY}/billingproxy:${TAG}"
+CLOUDSQL_INSTANCE="${CLOUDSQL_INSTANCE:-}"
+# The gateway token is the front door for OpenAI SDK clients, so the proxy accepts
+# unauthenticated (no Google IAM) requests by default; put it behind an LB + Cloud Armor if needed.
+ALLOW_UNAUTHENTICATED="${ALLOW_UNAUTHENTICATED:-true}"
+PROXY_SA="billingproxy-proxy@${PROJECT_ID}.iam.gserviceaccount.com"
+BILLING_SA="billingproxy-billing@${PROJECT_ID}.iam.gserviceaccount.com"
+# Secret Manager secrets: name → the environment variable holding the value to upload.
+SECRETS=(billingproxy-database-url:DATABASE_URL billingproxy-master-key:PROXY_MASTER_KEY
+         openai-api-key:OPENAI_API_KEY anthropic-api-key:ANTHROPIC_API_KEY stripe-api-key:STRIPE_API_KEY
+         stripe-webhook-secret:STRIPE_WEBHOOK_SECRET)
+
+run() { if [ "$DRY_RUN" = 1 ]; then printf '%q ' "$@"; echo; else "$@"; fi; }
+exists() { [ "$DRY_RUN" = 1 ] && return 1; "$@" >/dev/null 2>&1; }
+auth_flag() { [ "$1" = true ] && echo --allow-unauthenticated || echo --no-allow-unauthenticated; }
+
+run gcloud services enable run.googleapis.com artifactregistry.googleapis.com cloudbuild.googleapis.com \
+  secretmanager.googleapis.com sqladmin.googleapis.com cloudscheduler.googleapis.com --project "$PROJECT_ID"
+
+if ! exists gcloud artifacts repositories describe "$REPOSITORY" --location "$REGION" --project "$PROJECT_ID"; then
+  run gcloud artifacts repositories create "$REPOSITORY" --repository-format docker --location "$REGION" \
+    --project "$PROJECT_ID"
+fi
+
+# --- secrets: values come from the environment and go in through stdin, never argv ---
+for entry in "${SECRETS[@]}"; do
+  name="${entry%%:*}"; var="${entry##*:}"
+  if ! exists gcloud secrets describe "$name" --project "$PROJECT_ID"; then
+    run gcloud secrets create "$name" --replication-policy automatic --project "$PROJECT_ID"
+  fi
+  if [ -n "${!var:-}" ]; then
+    if [ "$DRY_RUN" = 1 ]; then
+      echo "printf %s \"\$$var\" | gcloud secrets versions add $name --data-file=- --project $PROJECT_ID"
+    else
+      printf %s "${!var}" | gcloud secrets versions add "$name" --data-file=- --project "$PROJECT_ID"
+    fi
+  fi
+done
+
+# --- service accounts with least privilege ---
+for sa in billingproxy-proxy billingproxy-billing; do
+  if ! exists gcloud iam service-accounts describe "$sa@${PROJECT_ID}.iam.gserviceaccount.com" --project "$PROJECT_ID"; then
+    run gcloud iam service-accounts create "$sa" --display-name "BillingProxy ${sa#billingproxy-}" --project "$PROJECT_ID"
+  fi
+  run gcloud projects add-iam-policy-binding "$PROJECT_ID" --member "serviceAccount:$sa@${PROJECT_ID}.iam.gserviceaccount.com" \
+    --role roles/cloudsql.client --condition None
+done
+grant() {  # one secret to one service account
+  run gcloud secrets add-iam-policy-binding "$1" --member "serviceAccount:$2" \
+    --role roles/secretmanager.secretAccessor --project "$PROJECT_ID"
+}
+for secret in billingproxy-database-url billingproxy-master-key openai-api-key anthropic-api-key; do grant "$secret" "$PROXY_SA"; done
+for secret in billingproxy-database-url billingproxy-master-key stripe-api-key stripe-webhook-secret; do grant "$secret" "$BILLING_SA"; done
+run gcloud projects add-iam-policy-binding "$PROJECT_ID" --member "serviceAccount:$PROXY_SA" \
+  --role roles/aiplatform.user --condition None   # Gemini on Vertex
+
+# --- image ---
+if [ "$SKIP_BUILD" = 0 ]; then
+  run gcloud builds submit --tag "$IMAGE" --project "$PROJECT_ID" .
+fi
+
+sql_flag=()
+[ -n "$CLOUDSQL_INSTANCE" ] && sql_flag=(--set-cloudsql-instances "$CLOUDSQL_INSTANCE")
+
+# --- migrations (a Cloud Run job, run to completion before the new revision) ---
+run gcloud run jobs deploy "$MIGRATE_JOB" --image "$IMAGE" --region "$REGION" --project "$PROJECT_ID" \
+  --service-account "$BILLING_SA" "${sql_flag[@]}" --set-secrets DATABASE_URL=billingproxy-database-url:latest \
+  --command python --args=-m,billingproxy,db,migrate --max-retries 1 --task-timeout 600s
+run gcloud run jobs execute "$MIGRATE_JOB" --region "$REGION" --project "$PROJECT_ID" --wait
+
+# --- the proxy (the product docs' flags; CPU always allocated so the usage writer can flush) ---
+run gcloud run deploy "$PROXY_SERVICE" --image "$IMAGE" --region "$REGION" --project "$PROJECT_ID" \
+  --service-account "$PROXY_SA" "$(auth_flag "$ALLOW_UNAUTHENTICATED")" \
+  --concurrency 15 --min-instances 1 --max-instances 50 --cpu 1 --memory 1Gi --no-cpu-throttling \
+  --timeout 900 --cpu-boost "${sql_flag[@]}" \
+  --set-env-vars "GOOGLE_CLOUD_PROJECT=${PROJECT_ID},VERTEXAI_PROJECT=${PROJECT_ID},VERTEXAI_LOCATION=${REGION}" \
+  --set-secrets "BILLINGPROXY_DATABASE_URL=billingproxy-database-url:latest,PROXY_MASTER_KEY=billingproxy-master-key:latest,OPENAI_API_KEY=openai-api-key:latest,ANTHROPIC_API_KEY=anthropic-api-key:latest"
+
+# --- the billing service (admin API, Stripe webhooks: public, protected by the master key / signatures) ---
+run gcloud run deploy "$BILLING_SERVICE" --image "$IMAGE" --region "$REGION" --project "$PROJECT_ID" \
+  --service-account "$BILLING_SA" --allow-unauthenticated --concurrency 40 --min-instances 0 --max-instances 5 \
+  --cpu 1 --memory 512Mi --timeout 60 "${sql_flag[@]}" \
+  --command python --args=-m,billingproxy,service,--host,0.0.0.0 \
+  --set-env-vars "GOOGLE_CLOUD_PROJECT=${PROJECT_ID}" \
+  --set-secrets "DATABASE_URL=billingproxy-database-url:latest,PROXY_MASTER_KEY=billingproxy-master-key:latest,STRIPE_API_KEY=stripe-api-key:latest,STRIPE_WEBHOOK_SECRET=stripe-webhook-secret:latest"
+
+# --- monitoring as code ---
+if [ "$DRY_RUN" = 1 ]; then
+  monitoring/apply.sh --project "$PROJECT_ID" --dry-run
+else
+  SERVICE="$PROXY_SERVICE" monitoring/apply.sh --project "$PROJECT_ID"
+fi
+echo "deploy: done$( [ "$DRY_RUN" = 1 ] && echo ' (dry run: nothing was changed)')"
