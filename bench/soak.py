@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from bench.compare import database, drive, rss_mb, start_proxy, start_upstream, tenant_token
+from tests.support import MASTER_KEY
 
 
 async def soak(url: str, token: str, pid: int, total: int, concurrency: int, chunk: int) -> list[tuple]:
@@ -34,13 +35,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--chunk", type=int, default=5_000)
+    parser.add_argument("--variant", default="ours", choices=["ours", "stock"], help="stock: no plugins, master key")
     parser.add_argument("--json", type=Path, default=Path("bench/results/soak.json"))
     args = parser.parse_args()
     upstream, upstream_url = start_upstream(0)
     db_url, embedded = database()
-    proxy = start_proxy("ours", Path(tempfile.mkdtemp(prefix="soak-")), upstream_url, db_url, {})
+    proxy = start_proxy(args.variant, Path(tempfile.mkdtemp(prefix="soak-")), upstream_url, db_url, {})
     try:
-        token = tenant_token(db_url, "1000000")  # budgets on, too
+        token = MASTER_KEY if args.variant == "stock" else tenant_token(db_url, "1000000")  # budgets on, too
         samples = asyncio.run(soak(proxy.url, token, proxy.process.pid, args.requests, args.concurrency, args.chunk))
     finally:
         proxy.stop()
@@ -51,7 +53,8 @@ def main() -> None:
     print(f"\nRSS after the first {samples[0][0]} requests: {warm} MB; after {samples[-1][0]}: {last} MB")
     print(f"growth: {last - warm:.1f} MB over {samples[-1][0] - samples[0][0]} requests")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"samples": samples, "growth_mb": round(last - warm, 1)}, indent=1))
+    result = {"variant": args.variant, "samples": samples, "growth_mb": round(last - warm, 1)}
+    args.json.write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
