@@ -1,3 +1,3 @@
-from billingproxy.cli import main
+from billingproxy.cli import run
 
-main()
+run()

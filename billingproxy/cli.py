@@ -160,8 +160,11 @@ def _int(value: str) -> int:
 @click.option("--rpm", default=None, help="Requests per minute, or 'none'.")
 @click.option("--tpm", default=None, help="Tokens per minute, or 'none'.")
 @click.option("--stripe-customer", default=None, help="Stripe customer id, or 'none'.")
+@click.option("--price-multiplier", default=None, help="Markup on the billed amount, e.g. 1.2 (resellers).")
 @json_option
-def tenant_update(tenant_ref, name, budget_usd, budget_period, models, rpm, tpm, stripe_customer, as_json) -> None:
+def tenant_update(
+    tenant_ref, name, budget_usd, budget_period, models, rpm, tpm, stripe_customer, price_multiplier, as_json
+) -> None:
     """Change a tenant's settings; omitted options stay as they are."""
     with _store() as store:
         updated = store.update_tenant(
@@ -173,6 +176,7 @@ def tenant_update(tenant_ref, name, budget_usd, budget_period, models, rpm, tpm,
             rpm_limit=_optional(rpm, _int),
             tpm_limit=_optional(tpm, _int),
             stripe_customer_id=_optional(stripe_customer),
+            price_multiplier=price_multiplier,
         )
     _show_tenant(updated, as_json)
 
@@ -315,6 +319,70 @@ def usage_replay(files: tuple[str, ...]) -> None:
     click.echo(f"read {read} records, inserted {inserted}, skipped {read - inserted} already stored")
 
 
+# ---- stripe ------------------------------------------------------------------------------
+
+
+@main.group("stripe")
+def stripe_group() -> None:
+    """Metered billing: relay the outbox to the billing sink, reconcile with Stripe."""
+
+
+@stripe_group.command("relay")
+@click.option("--loop", is_flag=True, help="Keep running (else one pass, for a Cloud Run job).")
+@click.option(
+    "--interval", type=click.FloatRange(min=0.1), default=10.0, show_default=True, help="Seconds between passes."
+)
+@json_option
+def stripe_relay(loop: bool, interval: float, as_json: bool) -> None:
+    """Seal closed usage windows into outbox entries and post them, exactly once."""
+    from billingproxy.relay import Relay
+    from billingproxy.settings import BillingSettings, database_url
+    from billingproxy.sinks import make_sink
+
+    settings = BillingSettings.from_env()
+    relay = Relay(database_url(), make_sink(settings), settings)
+    if loop:
+        from billingproxy.shutdown import stop_event_on_signals
+
+        relay.run_forever(interval, stop_event_on_signals())
+        return
+    stats = relay.run_once()
+    _emit(stats.to_json(), as_json, lambda: click.echo(" ".join(f"{k}={v}" for k, v in stats.to_json().items())))
+    if stats.deferred or stats.failed:
+        raise SystemExit(3)  # the job shows as failed in Cloud Run; the entries wait for the next pass
+
+
+@stripe_group.command("reconcile")
+@click.option("--from", "start", type=click.DateTime(), required=True, help="Start (UTC), widened to the hour.")
+@click.option("--to", "end", type=click.DateTime(), required=True, help="End (UTC), widened to the hour.")
+@click.option("--customer", default=None, help="Only this Stripe customer.")
+@click.option("--fix", is_flag=True, help="Post missing amounts; cancel our over-reports made in the last 24 h.")
+@json_option
+def stripe_reconcile(start: datetime, end: datetime, customer: str | None, fix: bool, as_json: bool) -> None:
+    """Compare the database's totals with Stripe's meter event summaries per customer and hour."""
+    from billingproxy.reconcile import Reconciler
+    from billingproxy.settings import BillingSettings, database_url
+    from billingproxy.sinks import stripe_client
+
+    start, end = _utc(start), _utc(end)
+    if end <= start:
+        raise click.ClickException("--to must be after --from")
+    differences = Reconciler(database_url(), stripe_client(BillingSettings.from_env())).run(
+        start, end, fix=fix, customer=customer
+    )
+    rows = [d.to_json() for d in differences]
+
+    def human() -> None:
+        if not rows:
+            click.echo("no differences")
+            return
+        _table(rows, ["customer_id", "meter", "hour", "expected", "reported", "difference", "action"])
+
+    _emit(rows, as_json, human)
+    if differences and not fix:
+        raise SystemExit(4)
+
+
 # ---- services ----------------------------------------------------------------------------
 
 
@@ -334,6 +402,14 @@ def service(host: str, port: int | None) -> None:
 
 def run() -> None:
     try:
-        main()
+        main(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ConfigError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
     except BrokenPipeError:
         sys.exit(0)

@@ -9,13 +9,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, Field
 
-from billingproxy import queries
-from billingproxy.settings import database_url, master_key
+from billingproxy import queries, stripe_webhooks
+from billingproxy.settings import BillingSettings, database_url, master_key
+from billingproxy.sinks import stripe_client
 from billingproxy.tenants import InvalidInput, NotFound, TenantStore
 from billingproxy.tokens import constant_time_equals
 
@@ -39,6 +41,7 @@ class TenantPatch(BaseModel):
     tpm_limit: int | None = None
     stripe_customer_id: str | None = None
     status: str | None = None
+    price_multiplier: str | float | None = None
 
 
 class KeyCreate(BaseModel):
@@ -55,10 +58,12 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "code": code}}, status)
 
 
-def create_app(dsn: str | None = None, admin_key: str | None = None) -> FastAPI:
+def create_app(dsn: str | None = None, admin_key: str | None = None, billing: BillingSettings | None = None) -> FastAPI:
     app = FastAPI(title="BillingProxy billing service", docs_url=None, redoc_url=None)
     pool = ConnectionPool(dsn or database_url(), min_size=1, max_size=8, open=False, kwargs={"row_factory": dict_row})
     expected_key = admin_key or master_key()
+    billing = billing or BillingSettings.from_env()
+    stripe_api = stripe_client(billing) if billing.stripe_api_key else None
 
     @app.on_event("startup")
     def _open() -> None:
@@ -155,5 +160,25 @@ def create_app(dsn: str | None = None, admin_key: str | None = None) -> FastAPI:
             "to": end.isoformat(),
             "models": [{k: str(v) if k == "cost_usd" else v for k, v in row.items()} for row in rows],
         }
+
+    @app.post("/stripe/webhook")
+    async def stripe_webhook(
+        request: Request, stripe_signature: Annotated[str | None, Header()] = None
+    ) -> JSONResponse:
+        """Stripe's endpoint: signature checked on the raw body, each event handled once."""
+        if not billing.webhook_secret:
+            return _error(503, "not_configured", "STRIPE_WEBHOOK_SECRET is not set")
+        payload = await request.body()
+        try:
+            event = stripe_webhooks.verify(payload, stripe_signature, billing)
+        except stripe_webhooks.BadWebhook as exc:
+            return _error(400, "invalid_signature", str(exc))
+
+        def process() -> stripe_webhooks.Outcome:
+            with pool.connection() as conn:
+                return stripe_webhooks.handle(conn, event, billing, stripe_api)
+
+        outcome = await run_in_threadpool(process)
+        return JSONResponse(outcome.to_json())
 
     return app

@@ -90,3 +90,87 @@ class WriterSettings:
 def config_path() -> Path:
     """The proxy's config.yaml, which also holds the pinned price table."""
     return Path(os.environ.get("BILLINGPROXY_CONFIG", REPO_ROOT / "config.yaml"))
+
+
+def _flag(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else raw.lower() in ("1", "true", "yes", "on")
+
+
+def billing_window_s() -> int:
+    """Usage accrues per tenant and window of this many seconds (the proxies and relay agree)."""
+    window = _int("BILLINGPROXY_BILLING_WINDOW_S", 60)
+    if not 1 <= window <= 3600 or 3600 % window:
+        raise ConfigError("BILLINGPROXY_BILLING_WINDOW_S must divide an hour (1 … 3600 seconds)")
+    return window
+
+
+@dataclass(frozen=True)
+class Meter:
+    """One billing meter: the event name it posts and what it measures."""
+
+    event_name: str
+    measure: str  # "cost_microusd" (billed amount * price multiplier) | "input_tokens" | "output_tokens"
+
+
+MEASURES = ("cost_microusd", "input_tokens", "output_tokens")
+
+
+@dataclass(frozen=True)
+class BillingSettings:
+    window_s: int = 60  # usage is aggregated per tenant and window into one entry per meter
+    grace_s: float = 30.0  # a window is sealed this long after it closes (in-flight batches land)
+    meters: tuple[Meter, ...] = (Meter("llm_cost_microusd", "cost_microusd"),)
+    sink: str = "stripe"  # stripe | lago | webhook
+    stripe_api_key: str | None = None
+    stripe_api_base: str | None = None  # only for tests and egress proxies
+    stripe_timeout_s: float = 20.0
+    webhook_secret: str | None = None  # Stripe's endpoint secret (whsec_…)
+    webhook_tolerance_s: int = 300
+    suspend_on_payment_failure: bool = False
+    lago_api_url: str | None = None
+    lago_api_key: str | None = None
+    sink_webhook_url: str | None = None
+    sink_webhook_secret: str | None = None
+    relay_concurrency: int = 8  # customers posted in parallel (one call at a time per customer)
+    relay_tries: int = 4  # in-process tries per entry before it is deferred to a later pass
+    relay_backoff_s: float = 0.5  # base of the jittered exponential backoff
+    reconcile_after_s: float = 23 * 3600  # an entry tried but unconfirmed this long is reconciled
+
+    @classmethod
+    def from_env(cls) -> BillingSettings:
+        meters = []
+        for variable, measure, default in (
+            ("BILLINGPROXY_COST_METER", "cost_microusd", "llm_cost_microusd"),
+            ("BILLINGPROXY_INPUT_TOKENS_METER", "input_tokens", ""),
+            ("BILLINGPROXY_OUTPUT_TOKENS_METER", "output_tokens", ""),
+        ):
+            name = os.environ.get(variable, default)
+            if name and name.lower() != "none":
+                meters.append(Meter(name, measure))
+        if not meters:
+            raise ConfigError("no billing meter configured (BILLINGPROXY_COST_METER is 'none')")
+        window = billing_window_s()
+        sink = os.environ.get("BILLINGPROXY_BILLING_SINK", "stripe")
+        if sink not in ("stripe", "lago", "webhook"):
+            raise ConfigError("BILLINGPROXY_BILLING_SINK must be stripe, lago or webhook")
+        return cls(
+            window_s=window,
+            grace_s=_float("BILLINGPROXY_BILLING_GRACE_S", 30.0),
+            meters=tuple(meters),
+            sink=sink,
+            stripe_api_key=os.environ.get("STRIPE_API_KEY") or None,
+            stripe_api_base=os.environ.get("STRIPE_API_BASE") or None,
+            stripe_timeout_s=_float("STRIPE_TIMEOUT_S", 20.0),
+            webhook_secret=os.environ.get("STRIPE_WEBHOOK_SECRET") or None,
+            webhook_tolerance_s=_int("STRIPE_WEBHOOK_TOLERANCE_S", 300),
+            suspend_on_payment_failure=_flag("BILLINGPROXY_SUSPEND_ON_PAYMENT_FAILURE"),
+            lago_api_url=os.environ.get("LAGO_API_URL") or None,
+            lago_api_key=os.environ.get("LAGO_API_KEY") or None,
+            sink_webhook_url=os.environ.get("BILLINGPROXY_SINK_WEBHOOK_URL") or None,
+            sink_webhook_secret=os.environ.get("BILLINGPROXY_SINK_WEBHOOK_SECRET") or None,
+            relay_concurrency=max(1, _int("BILLINGPROXY_RELAY_CONCURRENCY", 8)),
+            relay_tries=max(1, _int("BILLINGPROXY_RELAY_TRIES", 4)),
+            relay_backoff_s=_float("BILLINGPROXY_RELAY_BACKOFF_S", 0.5),
+            reconcile_after_s=_float("BILLINGPROXY_RECONCILE_AFTER_S", 23 * 3600),
+        )

@@ -13,6 +13,7 @@ import asyncio
 import atexit
 import logging
 import signal
+import threading
 from collections.abc import Awaitable, Callable
 
 log = logging.getLogger("billingproxy.shutdown")
@@ -64,3 +65,11 @@ def _run_drains() -> None:
 
     if _drains:
         asyncio.run(drain_all())
+
+
+def stop_event_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT: loops (the relay) finish their pass and return."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop

@@ -40,6 +40,7 @@ class Tenant:
     tpm_limit: int | None
     budget_usd: Decimal | None
     budget_period: str
+    price_multiplier: Decimal = Decimal(1)  # markup applied to the billed amount (resellers)
     metadata: dict[str, Any] = field(default_factory=dict)
     created_at: datetime | None = None
     updated_at: datetime | None = None
@@ -94,6 +95,16 @@ def parse_budget(value: str | float | Decimal | None) -> Decimal | None:
     if not budget.is_finite() or budget < 0:
         raise InvalidInput(f"budget must be a non-negative amount, got {value!r}")
     return budget
+
+
+def parse_multiplier(value: str | float | Decimal) -> Decimal:
+    try:
+        multiplier = Decimal(str(value))
+    except InvalidOperation as exc:
+        raise InvalidInput(f"price multiplier must be a number, got {value!r}") from exc
+    if not multiplier.is_finite() or not Decimal("0.000001") <= multiplier <= Decimal(1000):
+        raise InvalidInput("price multiplier must be between 0.000001 and 1000")
+    return multiplier
 
 
 def parse_models(value: str | list[str] | None) -> list[str]:
@@ -224,6 +235,7 @@ class TenantStore:
         tpm_limit: Any = _UNSET,
         stripe_customer_id: Any = _UNSET,
         status: str | None = None,
+        price_multiplier: str | float | Decimal | None = None,
     ) -> Tenant:
         """Change only the given fields. Pass None for budget/limits/customer to clear them."""
         tenant = self.get_tenant(ref)
@@ -242,6 +254,8 @@ class TenantStore:
             changes["tpm_limit"] = _positive_or_none("tpm", tpm_limit)
         if stripe_customer_id is not self._UNSET:
             changes["stripe_customer_id"] = _check_customer(stripe_customer_id)
+        if price_multiplier is not None:
+            changes["price_multiplier"] = parse_multiplier(price_multiplier)
         if status is not None:
             if status not in STATUSES:
                 raise InvalidInput(f"status must be one of {', '.join(STATUSES)}")

@@ -4,7 +4,8 @@ One transaction per batch, which lands whole or not at all. The fast path COPYs 
 straight into ``litellm_usage``; if any row is already stored (a retried batch, a spill file or
 log replay) the primary key refuses the COPY and the batch goes through the idempotent path
 instead: COPY into a staging table, then ``INSERT … ON CONFLICT DO NOTHING``. Either way the
-``usage_daily`` rollup is updated in the same transaction from exactly the rows inserted.
+``usage_daily`` rollup and the ``billing_accrual`` totals (the Stripe outbox's input) are updated
+in the same transaction from exactly the rows inserted.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
+from billingproxy.settings import billing_window_s
 from billingproxy.usage import UsageRecord
 
 _FIELDS = [f.name for f in fields(UsageRecord)]
@@ -54,6 +56,15 @@ ON CONFLICT (day, tenant_id, model) DO UPDATE SET
     total_tokens = d.total_tokens + excluded.total_tokens,
     cost_usd = d.cost_usd + excluded.cost_usd"""
 
+# Billable usage per tenant and window, for the billing outbox (sealed later by the relay).
+_ACCRUE = """
+INSERT INTO billing_accrual AS a (tenant_id, window_start, cost_usd, input_tokens, output_tokens)
+SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::numeric[], %s::bigint[], %s::bigint[])
+ON CONFLICT (tenant_id, window_start) DO UPDATE SET
+    cost_usd = a.cost_usd + excluded.cost_usd,
+    input_tokens = a.input_tokens + excluded.input_tokens,
+    output_tokens = a.output_tokens + excluded.output_tokens"""
+
 
 row_values = attrgetter(*_FIELDS)  # a record's column values, in COPY order, as one tuple
 _rollup_values = attrgetter(
@@ -85,8 +96,33 @@ def rollup_rows(records: Sequence[UsageRecord]) -> list[list]:
         row[5] += cached
         row[6] += total
         row[7] += cost
-    flat = [(*key, *values) for key, values in sums.items()]
+    return _columns(sums)
+
+
+def _columns(sums: dict[tuple, list]) -> list[list]:
+    # Sorted keys: concurrent writers upsert the same rows in the same order, so they never deadlock.
+    flat = [(*key, *sums[key]) for key in sorted(sums)]
     return [list(column) for column in zip(*flat, strict=True)] if flat else []
+
+
+def accrual_rows(records: Sequence[UsageRecord], window_s: int) -> list[list]:
+    """Billable usage summed per (tenant, window), as columns for ``unnest``.
+
+    Only successful requests bill; a cache hit served free (the default policy) bills nothing.
+    """
+    sums: dict[tuple, list] = {}
+    for record in records:
+        if record.status != "success" or (record.cache_hit and not record.cost_usd):
+            continue
+        epoch = record.start_time.timestamp()
+        window = datetime.fromtimestamp(epoch - epoch % window_s, UTC)
+        row = sums.get((record.tenant_id, window))
+        if row is None:
+            row = sums[(record.tenant_id, window)] = [Decimal(0), 0, 0]
+        row[0] += record.cost_usd
+        row[1] += record.prompt_tokens
+        row[2] += record.completion_tokens
+    return _columns(sums)
 
 
 def _month(ts: datetime) -> tuple[int, int]:
@@ -101,8 +137,9 @@ class UsageStore:
     ~20 % faster than the async one.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, window_s: int | None = None) -> None:
         self._partitions: set[tuple[int, int]] = set()
+        self.window_s = window_s or billing_window_s()
 
     def write(self, conn: psycopg.Connection, records: Sequence[UsageRecord]) -> int:
         """Store the batch; returns how many rows were new (the rest were already stored)."""
@@ -141,11 +178,14 @@ class UsageStore:
             self._roll_up(conn, unique)
         return len(unique)
 
-    @staticmethod
-    def _roll_up(conn: psycopg.Connection, records: Sequence[UsageRecord]) -> None:
+    def _roll_up(self, conn: psycopg.Connection, records: Sequence[UsageRecord]) -> None:
+        """The daily rollup and the billing accrual, from exactly the rows this transaction inserts."""
         columns = rollup_rows(records)
         if columns:
             conn.execute(_ROLLUP, columns)
+        columns = accrual_rows(records, self.window_s)
+        if columns:
+            conn.execute(_ACCRUE, columns)
 
     def _ensure_partitions(self, conn: psycopg.Connection, records: Sequence[UsageRecord]) -> None:
         """Create missing month partitions (cached: normally one check per month per process)."""

@@ -84,6 +84,7 @@ def proxy(proxy_workdir: Path, upstream: FakeUpstream, database_url: str) -> Ite
         {
             "BILLINGPROXY_DATABASE_URL": database_url,
             "BILLINGPROXY_AUTH_CACHE_TTL": "1",
+            "BILLINGPROXY_BILLING_WINDOW_S": "1",  # short billing windows: the relay tests seal at once
             "PROXY_GATEWAY_TOKEN": GATEWAY_TOKEN,
             "PROXY_GATEWAY_TENANT": GATEWAY_TENANT,
         },

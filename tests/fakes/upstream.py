@@ -24,16 +24,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import re
-import threading
 import time
 import uuid
 from collections import Counter
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.aioserver import ThreadedAioServer
 
 DIRECTIVE = re.compile(r"\[\[(\w+):([\w.]+)\]\]")
 DEFAULT_COMPLETION_TOKENS = 8
@@ -82,21 +82,13 @@ class Scenario:
         }
 
 
-class FakeUpstream:
+class FakeUpstream(ThreadedAioServer):
     """The server; start() runs it on a background thread with its own event loop."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
         self.defaults: dict[str, Any] = {}
         self.calls: Counter[str] = Counter()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -113,37 +105,6 @@ class FakeUpstream:
         app.router.add_post("/_control", self.control)
         app.router.add_get("/_stats", self.stats)
         return app
-
-    # ---- lifecycle -------------------------------------------------------------------------
-
-    async def _start_async(self) -> None:
-        # Short shutdown: requests parked by [[fault:timeout]] must not hold the test session.
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    def start(self) -> FakeUpstream:
-        started = threading.Event()
-
-        def run() -> None:
-            self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(self._start_async())
-            started.set()
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name="fake-upstream", daemon=True)
-        self._thread.start()
-        if not started.wait(10):
-            raise RuntimeError("fake upstream did not start")
-        return self
-
-    def stop(self) -> None:
-        if self._loop and self._runner:
-            with contextlib.suppress(TimeoutError):
-                asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
 
     # ---- helpers -------------------------------------------------------------------------
 
