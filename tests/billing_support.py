@@ -12,11 +12,13 @@ from decimal import ROUND_FLOOR, Decimal
 
 import psycopg
 
+from billingproxy import db
+from billingproxy.relay import Relay
 from billingproxy.settings import BillingSettings, Meter
 from billingproxy.usage import UsageRecord
 from billingproxy.usage_store import UsageStore
 from tests.fakes.stripe_api import API_KEY, FakeStripe
-from tests.support import REPO
+from tests.support import REPO, wait_until
 
 COST_METER = "llm_cost_microusd"
 
@@ -118,3 +120,15 @@ def expected_micro_usd(conn: psycopg.Connection, tenant_id: str, multiplier: Dec
 def outbox_counts(conn: psycopg.Connection) -> dict[str, int]:
     rows = conn.execute("SELECT status, count(*) AS n FROM billing_outbox GROUP BY status").fetchall()
     return {row["status"]: row["n"] for row in rows}
+
+
+def drain(relay: Relay, database_url: str, *, timeout: float = 60) -> None:
+    """Relay passes until nothing is pending (deferred entries become due within a second)."""
+
+    def done() -> bool:
+        relay.run_once()
+        with db.connect(database_url) as conn:
+            counts = outbox_counts(conn)
+        return not counts.get("pending") and bool(counts)
+
+    wait_until(done, timeout=timeout, interval=0.2, what="the outbox to drain")

@@ -23,6 +23,7 @@ from billingproxy.relay import Relay
 from billingproxy.sinks import StripeSink, stripe_client
 from billingproxy.tenants import TenantStore
 from tests.billing_support import (
+    drain,
     expected_micro_usd,
     outbox_counts,
     relay_process,
@@ -53,18 +54,6 @@ def billing_db(pg_server: str) -> Iterator[str]:
 def make_relay(database_url: str, fake: FakeStripe, **overrides) -> Relay:
     settings = relay_settings(fake, **overrides)
     return Relay(database_url, StripeSink(stripe_client(settings)), settings)
-
-
-def drain(relay: Relay, database_url: str, *, timeout: float = 60) -> None:
-    """Relay passes until nothing is pending (deferred entries become due within a second)."""
-
-    def done() -> bool:
-        relay.run_once()
-        with db.connect(database_url) as conn:
-            counts = outbox_counts(conn)
-        return not counts.get("pending") and bool(counts)
-
-    wait_until(done, timeout=timeout, interval=0.2, what="the outbox to drain")
 
 
 def tenants_with_customers(database_url: str, count: int, multipliers: dict[int, str] | None = None) -> list:
