@@ -24,6 +24,8 @@ REPOSITORY="${REPOSITORY:-billingproxy}"
 PROXY_SERVICE="${PROXY_SERVICE:-litellm-proxy}"
 BILLING_SERVICE="${BILLING_SERVICE:-billing-service}"
 MIGRATE_JOB="${MIGRATE_JOB:-billingproxy-migrate}"
+RELAY_JOB="${RELAY_JOB:-billingproxy-stripe-relay}"
+RELAY_SCHEDULE="${RELAY_SCHEDULE:-* * * * *}"  # every minute (the default billing window)
 TAG="${TAG:-$(git rev-parse --short HEAD 2>/dev/null || echo latest)}"
 IMAGE="${REGION}-docker.pkg.dev/${PROJECT_ID}/${REPOSITORY}/billingproxy:${TAG}"
 CLOUDSQL_INSTANCE="${CLOUDSQL_INSTANCE:-}"
@@ -110,6 +112,21 @@ run gcloud run deploy "$BILLING_SERVICE" --image "$IMAGE" --region "$REGION" --p
   --command python --args=-m,billingproxy,service,--host,0.0.0.0 \
   --set-env-vars "GOOGLE_CLOUD_PROJECT=${PROJECT_ID}" \
   --set-secrets "DATABASE_URL=billingproxy-database-url:latest,PROXY_MASTER_KEY=billingproxy-master-key:latest,STRIPE_API_KEY=stripe-api-key:latest,STRIPE_WEBHOOK_SECRET=stripe-webhook-secret:latest"
+
+# --- the Stripe relay: a Cloud Run job, run every minute by Cloud Scheduler ---
+run gcloud run jobs deploy "$RELAY_JOB" --image "$IMAGE" --region "$REGION" --project "$PROJECT_ID" \
+  --service-account "$BILLING_SA" "${sql_flag[@]}" \
+  --set-secrets DATABASE_URL=billingproxy-database-url:latest,STRIPE_API_KEY=stripe-api-key:latest \
+  --command python --args=-m,billingproxy,stripe,relay --max-retries 0 --task-timeout 300s --parallelism 1
+# The scheduler runs the job as the billing service account, which may invoke only this job.
+run gcloud run jobs add-iam-policy-binding "$RELAY_JOB" --region "$REGION" --project "$PROJECT_ID" \
+  --member "serviceAccount:$BILLING_SA" --role roles/run.invoker
+RELAY_URI="https://run.googleapis.com/v2/projects/${PROJECT_ID}/locations/${REGION}/jobs/${RELAY_JOB}:run"
+scheduler_verb=create
+exists gcloud scheduler jobs describe "$RELAY_JOB" --location "$REGION" --project "$PROJECT_ID" && scheduler_verb=update
+run gcloud scheduler jobs "$scheduler_verb" http "$RELAY_JOB" --location "$REGION" --project "$PROJECT_ID" \
+  --schedule "$RELAY_SCHEDULE" --uri "$RELAY_URI" --http-method POST \
+  --oauth-service-account-email "$BILLING_SA"
 
 # --- monitoring as code ---
 if [ "$DRY_RUN" = 1 ]; then

@@ -112,6 +112,33 @@ def test_billing_service_and_migration_commands_run_from_the_image(tmp_path, fre
         service.wait(30)
 
 
+def test_stripe_relay_job_command_runs_from_the_image(fresh_database):
+    """The relay job's exact command (one pass), against the fake Stripe; exit 0 and a JSON summary."""
+    from tests.billing_support import relay_env, store_usage, usage_records
+    from tests.fakes.stripe_api import FakeStripe
+
+    db.migrate(fresh_database)
+    with db.connect(fresh_database) as conn:
+        tenant = TenantStore(conn).create_tenant("relay-job", stripe_customer_id="cus_relayjob")
+    store_usage(fresh_database, usage_records(tenant.id, windows=2, per_window=2))
+    env, _ = dockerfile_final_stage()
+    fake = FakeStripe().start()
+    try:
+        relay_vars = {k: v for k, v in relay_env(fake, fresh_database).items() if k not in os.environ}
+        result = subprocess.run(
+            ["python", "-m", "billingproxy", "stripe", "relay", "--json"],
+            cwd=REPO,
+            env={**env, **relay_vars, "DATABASE_URL": fresh_database, "STRIPE_API_BASE": fake.base_url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        fake.stop()
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["sent"] == 2 and len(fake.events) == 2
+
+
 SECRET_VALUES = {
     "PROXY_MASTER_KEY": "master-value-must-not-print-1",
     "OPENAI_API_KEY": "openai-value-must-not-print-2",
@@ -154,6 +181,11 @@ def test_deploy_dry_run_sets_the_flags_that_matter(dry_run):
     assert "DATABASE_URL=" not in line.replace("BILLINGPROXY_DATABASE_URL=", "")  # LiteLLM must not see it
     assert "gcloud run jobs execute billingproxy-migrate" in dry_run
     assert "gcloud run deploy billing-service" in dry_run
+    relay = next(line for line in dry_run.splitlines() if line.startswith("gcloud run jobs deploy billingproxy-stripe"))
+    assert "--args=-m\\,billingproxy\\,stripe\\,relay" in relay or "--args=-m,billingproxy,stripe,relay" in relay
+    assert "STRIPE_API_KEY=stripe-api-key:latest" in relay.replace("\\", "")
+    schedule = next(line for line in dry_run.splitlines() if line.startswith("gcloud scheduler jobs create http"))
+    assert "jobs/billingproxy-stripe-relay:run" in schedule and "--oauth-service-account-email" in schedule
     assert "gcloud logging metrics create litellm_total_tokens" in dry_run  # monitoring applied too
 
 
@@ -166,7 +198,11 @@ def test_deploy_dry_run_prints_no_secret_value(dry_run):
 def test_cloudbuild_deploys_with_the_same_flags():
     build = yaml.safe_load((REPO / "cloudbuild.yaml").read_text())
     steps = {step["id"]: step for step in build["steps"]}
-    assert list(steps) == ["test", "build", "push", "migrate", "deploy-proxy", "deploy-billing-service"]
+    assert list(steps) == [
+        "test", "build", "push", "migrate", "deploy-proxy", "deploy-billing-service", "deploy-stripe-relay",
+    ]  # fmt: skip
+    relay = steps["deploy-stripe-relay"]["args"][-1]
+    assert "--args=-m,billingproxy,stripe,relay" in relay and "gcloud scheduler jobs $$verb http" in relay
     args = steps["deploy-proxy"]["args"]
     for flag in ("--concurrency=15", "--min-instances=1", "--max-instances=50", "--no-cpu-throttling", "--cpu=1",
                  "--memory=1Gi", "--timeout=900"):  # fmt: skip
