@@ -17,6 +17,7 @@ from billingproxy.budget import BudgetExceeded, BudgetManager, BudgetStoreUnavai
 from billingproxy.pricing import PriceTable
 
 DEFAULT_MAX_TOKENS = int(os.environ.get("BILLINGPROXY_DEFAULT_MAX_TOKENS", "4096"))
+MAX_OUTPUT_TOKENS = int(os.environ.get("BILLINGPROXY_MAX_OUTPUT_TOKENS", "1000000"))
 # Where an absent output limit is filled in, so a reservation really bounds the cost.
 _OUTPUT_LIMIT_FIELD = {"acompletion": "max_tokens", "atext_completion": "max_tokens", "aresponses": "max_output_tokens"}
 
@@ -35,6 +36,65 @@ class TenantLimits:
     budget_period: str
 
 
+def check_output_limits(body: dict[str, Any]) -> None:
+    """max_tokens & co. must be whole numbers in [1, MAX_OUTPUT_TOKENS]: a negative or absurd
+    value would otherwise reach the provider (and the budget reservation) unchecked."""
+    for name in budget.OUTPUT_LIMITS:
+        if name not in body or body[name] is None:
+            continue
+        value = body[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_OUTPUT_TOKENS:
+            raise Refusal(
+                400,
+                "invalid_max_tokens",
+                f"'{name}' must be an integer between 1 and {MAX_OUTPUT_TOKENS}, got {str(value)[:40]!r}.",
+                "invalid_request_error",
+            )
+
+
+_NUMBER = (int, float)
+# Top-level chat fields and the JSON types they take. LiteLLM 1.106 answers a wrong-typed field
+# with a 500 (e.g. "'float' object is not iterable"); this turns it into a clear 400.
+_CHAT_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (str,),
+    "messages": (list,),
+    "tools": (list,),
+    "functions": (list,),
+    "tool_choice": (str, dict),
+    "temperature": _NUMBER,
+    "top_p": _NUMBER,
+    "presence_penalty": _NUMBER,
+    "frequency_penalty": _NUMBER,
+    "n": (int,),
+    "seed": (int,),
+    "stream": (bool,),
+    "stop": (str, list),
+    "user": (str,),
+    "response_format": (dict,),
+    "stream_options": (dict,),
+    "logit_bias": (dict,),
+    "metadata": (dict,),
+    "logprobs": (bool,),
+    "top_logprobs": (int,),
+    "parallel_tool_calls": (bool,),
+}
+
+
+def check_chat_body(body: dict[str, Any]) -> None:
+    """Wrong-typed chat fields get a 400 naming the field (a few µs: isinstance checks only)."""
+    for name, types in _CHAT_FIELD_TYPES.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        wrong_bool = isinstance(value, bool) and bool not in types
+        if wrong_bool or not isinstance(value, types):
+            expected = " or ".join(t.__name__ for t in types)
+            raise Refusal(400, "invalid_parameter", f"'{name}' must be {expected}.", "invalid_request_error")
+    for key in ("messages", "tools", "functions"):
+        if not all(isinstance(item, dict) for item in body.get(key) or ()):
+            raise Refusal(400, "invalid_parameter", f"'{key}' must be a list of objects.", "invalid_request_error")
+
+
 async def admit(
     limits: TenantLimits,
     request_id: str,
@@ -43,6 +103,9 @@ async def admit(
     prices: PriceTable,
     budgets: BudgetManager,
 ) -> None:
+    check_output_limits(body)
+    if call_type == "acompletion":
+        check_chat_body(body)
     model = str(body.get("model"))
     if limits.allowed_models and model not in limits.allowed_models:
         raise Refusal(403, "model_not_allowed", f"Model '{model}' is not allowed for this tenant.", "permission_error")

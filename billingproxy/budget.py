@@ -45,7 +45,7 @@ def period_start(period: str, now: datetime | None = None) -> datetime:
 # ---- the maximum cost of a request -------------------------------------------------------
 
 _TEXT_FIELDS = ("messages", "prompt", "input", "system", "tools", "functions", "instructions")
-_OUTPUT_LIMITS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+OUTPUT_LIMITS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 
 def prompt_token_bound(body: dict[str, Any]) -> int:
@@ -56,7 +56,7 @@ def prompt_token_bound(body: dict[str, Any]) -> int:
 
 
 def output_token_limit(body: dict[str, Any]) -> int | None:
-    for key in _OUTPUT_LIMITS:
+    for key in OUTPUT_LIMITS:
         value = body.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value

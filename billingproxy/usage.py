@@ -83,9 +83,12 @@ def _parse_time(value: Any) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+INT4_MAX = 2**31 - 1  # the token columns' range
+
+
 def _int(value: Any) -> int:
     try:
-        return max(int(value or 0), 0)
+        return min(max(int(value or 0), 0), INT4_MAX)  # a buggy upstream's count must not poison a batch
     except (TypeError, ValueError):
         return 0
 

@@ -7,6 +7,7 @@ LiteLLM's OpenAI-style ``ProxyException``. All logic lives in ``billingproxy.aut
 from __future__ import annotations
 
 import functools
+import os
 
 from fastapi import Request
 from litellm.proxy._types import LitellmUserRoles, ProxyException, UserAPIKeyAuth
@@ -67,7 +68,19 @@ def gateway_error(status: int, code: str, message: str, type_: str) -> GatewayEr
     return GatewayError(message=message, type=type_, param=None, code=status, openai_code=code)
 
 
+MAX_BODY_BYTES = int(float(os.environ.get("BILLINGPROXY_MAX_BODY_MB", "8")) * 1024 * 1024)
+
+
 async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
+    # LiteLLM's own size limit is enterprise-only; refuse oversized bodies before any provider call.
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise gateway_error(
+            413,
+            "request_too_large",
+            f"Request body over {MAX_BODY_BYTES // (1024 * 1024)} MB.",
+            "invalid_request_error",
+        )
     try:
         principal = await runtime.authenticator().authenticate(api_key)
     except AuthError as exc:
