@@ -100,8 +100,8 @@ def test_very_long_header_is_refused_and_the_proxy_stays_up(proxy, hostile_tenan
     try:
         response = httpx.post(proxy.url + "/v1/chat/completions", json=GOOD, headers=headers, timeout=30)
         assert 400 <= response.status_code < 500
-    except httpx.RemoteProtocolError:
-        pass  # the server closed the connection: also a refusal
+    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+        pass  # the server reset or closed the connection: also a refusal
     assert httpx.get(proxy.url + "/health/liveliness", timeout=10).status_code == 200
 
 
