@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
 
 import openai
@@ -19,7 +20,7 @@ def usage_rows(conn, tenant_id: str) -> list[dict]:
 
 @pytest.fixture
 def tenant_key(store):
-    tenant = store.create_tenant(f"e2e-{id(store)}", models="gpt-4o,gpt-4o-mini,demo")
+    tenant = store.create_tenant(f"e2e-{uuid.uuid4().hex[:12]}", models="gpt-4o,gpt-4o-mini,demo")
     key, token = store.create_key(tenant.id)
     return tenant, key, token
 
