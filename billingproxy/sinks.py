@@ -69,7 +69,7 @@ def stripe_client(settings: BillingSettings) -> stripe.StripeClient:
 
 
 def _retry_after(error: stripe.StripeError) -> float | None:
-    value = (error.headers or {}).get("Retry-After") if error.headers else None
+    value = (error.headers or {}).get("Retry-After")
     try:
         return float(value) if value else None
     except ValueError:

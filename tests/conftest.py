@@ -11,6 +11,7 @@ import pytest
 
 from billingproxy import db
 from billingproxy.tenants import TenantStore
+from tests.fakes.stripe_api import FakeStripe
 from tests.fakes.upstream import FakeUpstream
 from tests.support import (
     GATEWAY_TENANT,
@@ -50,6 +51,22 @@ def fresh_database(pg_server: str) -> Iterator[str]:
     url = create_database(pg_server)
     yield url
     drop_database(pg_server, url)
+
+
+@pytest.fixture
+def billing_db(pg_server: str) -> Iterator[str]:
+    """A migrated database of the test's own: its outbox holds only this test's entries."""
+    url = create_database(pg_server)
+    db.migrate(url)
+    yield url
+    drop_database(pg_server, url)
+
+
+@pytest.fixture
+def fake_stripe() -> Iterator[FakeStripe]:
+    fake = FakeStripe().start()
+    yield fake
+    fake.stop()
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from billingproxy.tenants import TenantStore
 from tests.billing_support import drain, expected_micro_usd, outbox_counts, relay_settings, store_usage, usage_records
 from tests.fakes.aioserver import ThreadedAioServer
 from tests.fakes.stripe_api import FakeStripe
-from tests.support import create_database, drop_database
 
 LAGO_KEY = "lago-test-key"
 HOOK_SECRET = "hook-secret"
@@ -53,14 +52,6 @@ def receiver() -> Iterator[Receiver]:
     server = Receiver().start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def billing_db(pg_server: str) -> Iterator[str]:
-    url = create_database(pg_server)
-    db.migrate(url)
-    yield url
-    drop_database(pg_server, url)
 
 
 def run_sink(billing_db: str, sink, tenants: int = 3) -> list:

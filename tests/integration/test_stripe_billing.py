@@ -10,12 +10,10 @@ from __future__ import annotations
 import signal
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import openai
-import pytest
 
 from billingproxy import db
 from billingproxy.reconcile import Reconciler
@@ -32,23 +30,7 @@ from tests.billing_support import (
     usage_records,
 )
 from tests.fakes.stripe_api import FakeStripe
-from tests.support import create_database, drop_database, wait_until
-
-
-@pytest.fixture
-def fake_stripe() -> Iterator[FakeStripe]:
-    fake = FakeStripe().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def billing_db(pg_server: str) -> Iterator[str]:
-    """A migrated database of the test's own: its outbox holds only this test's entries."""
-    url = create_database(pg_server)
-    db.migrate(url)
-    yield url
-    drop_database(pg_server, url)
+from tests.support import wait_until
 
 
 def make_relay(database_url: str, fake: FakeStripe, **overrides) -> Relay:

@@ -47,13 +47,6 @@ def subscription_event(kind: str, customer: str, status: str) -> dict:
 
 
 @pytest.fixture
-def fake_stripe() -> Iterator[FakeStripe]:
-    fake = FakeStripe().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
 def service(database_url: str, fake_stripe: FakeStripe) -> Iterator[TestClient]:
     app = create_app(database_url, MASTER_KEY, relay_settings(fake_stripe))
     with TestClient(app) as client:
