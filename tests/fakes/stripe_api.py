@@ -102,6 +102,11 @@ class FakeStripe(ThreadedAioServer):
                     sums[event.customer] += event.value
         return dict(sums)
 
+    def idle(self) -> bool:
+        """No meter-event call in flight (a killed client's last call may still be)."""
+        with self._lock:
+            return not self._in_flight
+
     def remove(self, identifier: str) -> MeterEvent:
         """Forget an accepted event, as if it had never arrived (to test reconciliation)."""
         with self._lock:

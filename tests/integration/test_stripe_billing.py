@@ -102,6 +102,8 @@ def test_stripe_sums_equal_database_sums_through_the_proxy_under_faults(
     finally:
         killed.send_signal(signal.SIGKILL)  # mid-batch: no chance to mark what it posted
         killed.wait(10)
+    # Stripe may still be processing the dead relay's last call; ours start after it ends.
+    wait_until(fake_stripe.idle, timeout=10, what="the killed relay's last call to end")
     drain(make_relay(database_url, fake_stripe), database_url)
 
     totals = fake_stripe.totals()
