@@ -11,9 +11,11 @@ import os
 
 from fastapi import Request
 from litellm.proxy._types import LitellmUserRoles, ProxyException, UserAPIKeyAuth
+from litellm.proxy.auth.auth_utils import get_request_route
 
 from billingproxy import runtime
 from billingproxy.auth import AuthError, KeyRecord, Principal
+from billingproxy.routes import check_tenant_route
 
 
 def to_user_api_key_auth(principal: Principal) -> UserAPIKeyAuth:
@@ -83,6 +85,8 @@ async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
         )
     try:
         principal = await runtime.authenticator().authenticate(api_key)
+        if not principal.is_admin:
+            check_tenant_route(get_request_route(request))
     except AuthError as exc:
         raise gateway_error(exc.status, exc.code, exc.message, exc.type) from None
     return to_user_api_key_auth(principal)

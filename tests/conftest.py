@@ -63,6 +63,21 @@ def billing_db(pg_server: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def private_pg(tmp_path) -> Iterator[EmbeddedPostgres]:
+    """A PostgreSQL server of this test's own, so it can be stopped without hurting others."""
+    server = EmbeddedPostgres(tmp_path / "pgdata")
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def private_db(private_pg: EmbeddedPostgres) -> str:
+    url = create_database(private_pg.url())
+    db.migrate(url)
+    return url
+
+
+@pytest.fixture
 def fake_stripe() -> Iterator[FakeStripe]:
     fake = FakeStripe().start()
     yield fake

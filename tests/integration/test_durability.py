@@ -8,34 +8,22 @@ import uuid
 from pathlib import Path
 
 import httpx
-import pytest
+import psycopg
 
 from billingproxy import db
+from billingproxy.relay import Relay
+from billingproxy.sinks import StripeSink, stripe_client
 from billingproxy.tenants import TenantStore
-from tests.support import EmbeddedPostgres, ProxyProcess, create_database, test_config, wait_until
+from tests.billing_support import drain, expected_micro_usd, relay_settings
+from tests.support import ProxyProcess, test_config, wait_until
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "count these words"}], "max_tokens": 3}
 
 
-@pytest.fixture
-def private_pg(tmp_path) -> EmbeddedPostgres:
-    """A PostgreSQL server of this test's own, so it can be stopped without hurting others."""
-    server = EmbeddedPostgres(tmp_path / "pgdata")
-    yield server
-    server.destroy()
-
-
-@pytest.fixture
-def private_db(private_pg) -> str:
-    url = create_database(private_pg.url())
-    db.migrate(url)
-    return url
-
-
-def make_tenant(url: str) -> tuple[str, str]:
+def make_tenant(url: str, stripe_customer_id: str | None = None) -> tuple[str, str]:
     with db.connect(url) as conn:
         store = TenantStore(conn)
-        tenant = store.create_tenant(f"dur-{uuid.uuid4().hex[:8]}")
+        tenant = store.create_tenant(f"dur-{uuid.uuid4().hex[:8]}", stripe_customer_id=stripe_customer_id)
         return tenant.id, store.create_key(tenant.id)[1]
 
 
@@ -51,6 +39,10 @@ def usage_ids(url: str, tenant_id: str) -> list[str]:
     with db.connect(url) as conn:
         rows = conn.execute("SELECT request_id FROM litellm_usage WHERE tenant_id = %s", (tenant_id,)).fetchall()
     return [row["request_id"] for row in rows]
+
+
+def upstream_calls(upstream) -> int:
+    return sum(upstream.calls.values())
 
 
 def chat(proxy: ProxyProcess, token: str) -> httpx.Response:
@@ -85,14 +77,20 @@ def test_database_outage_keeps_warm_keys_working_and_loses_no_rows(tmp_path, ups
 
 
 def test_sigterm_during_a_burst_keeps_every_row_in_the_database_or_a_spill_file(
-    request, tmp_path, upstream, private_pg, private_db
+    request, monkeypatch, tmp_path, upstream, private_pg, private_db, fake_stripe
 ):
+    """SIGTERM mid-burst with the database gone: every request that reached the provider is
+    billed once (database or spill file), and Stripe ends up with exactly the database's sum."""
     from billingproxy.replay import replay_files
 
-    tenant_id, token = make_tenant(private_db)
-    proxy = start_proxy(tmp_path, upstream, private_db, BILLINGPROXY_WRITER_INTERVAL_MS="2000")
+    customer = f"cus_{uuid.uuid4().hex[:14]}"
+    tenant_id, token = make_tenant(private_db, stripe_customer_id=customer)
+    proxy = start_proxy(
+        tmp_path, upstream, private_db, BILLINGPROXY_WRITER_INTERVAL_MS="2000", BILLINGPROXY_BILLING_WINDOW_S="1"
+    )
     request.addfinalizer(proxy.stop)
     chat(proxy, token)  # warm the key and the writer
+    upstream_before = upstream_calls(upstream)
     served: list[str] = []
 
     def one() -> str | None:
@@ -110,18 +108,27 @@ def test_sigterm_during_a_burst_keeps_every_row_in_the_database_or_a_spill_file(
         served = [f.result() for f in pending if f.result()]
     assert exit_code == 0
     assert len(served) >= 60
+    reached_upstream = upstream_calls(upstream) - upstream_before
 
     spill_dir = Path(proxy.env.get("BILLINGPROXY_SPILL_DIR", proxy.workdir / f"spill-{proxy.port}"))
     spill_files = sorted(spill_dir.glob("usage-*.jsonl"))
     assert spill_files, "rows that could not be written must be spilled"
     private_pg.start()
+    monkeypatch.setenv("BILLINGPROXY_BILLING_WINDOW_S", "1")  # replay accrues in the proxy's windows
     read, inserted = replay_files(private_db, spill_files)
     assert read >= inserted > 0
     ids = usage_ids(private_db, tenant_id)
     assert len(ids) == len(set(ids))
     assert set(served) <= set(ids)  # every answered request is billed
+    assert len(ids) == reached_upstream + 1  # usage rows == requests that reached the provider (+ the warm-up)
     # Replaying again changes nothing.
     assert replay_files(private_db, spill_files) == (read, 0)
+
+    relay = Relay(private_db, StripeSink(stripe_client(relay_settings(fake_stripe))), relay_settings(fake_stripe))
+    drain(relay, private_db)
+    with db.connect(private_db) as conn:
+        assert fake_stripe.totals()[customer] == expected_micro_usd(conn, tenant_id) > 0
+    assert fake_stripe.duplicate_identifiers == 0
 
 
 def test_sigterm_with_the_database_up_writes_every_row_before_exit(tmp_path, upstream, private_db):
@@ -138,3 +145,30 @@ def test_sigterm_with_the_database_up_writes_every_row_before_exit(tmp_path, ups
         proxy.stop()
     assert sorted(usage_ids(private_db, tenant_id)) == sorted(served)
     assert not list(Path(proxy.workdir / f"spill-{proxy.port}").glob("usage-*.jsonl"))
+
+
+def test_a_stalled_database_delays_rows_but_not_requests(tmp_path, upstream, private_db):
+    """The usage table is locked (a database that stalls rather than fails): requests are still
+    answered, the writer waits, and once the lock goes every row lands exactly once."""
+    tenant_id, token = make_tenant(private_db)
+    proxy = start_proxy(tmp_path, upstream, private_db, BILLINGPROXY_WRITER_INTERVAL_MS="100")
+    try:
+        served = [chat(proxy, token).headers["x-litellm-call-id"]]
+        wait_until(lambda: len(usage_ids(private_db, tenant_id)) == 1, what="the first row")
+        with psycopg.connect(private_db) as blocker:  # one transaction, held until the block ends
+            blocker.execute("LOCK TABLE litellm_usage IN ACCESS EXCLUSIVE MODE")
+            for _ in range(20):
+                response = chat(proxy, token)
+                assert response.status_code == 200, response.text
+                served.append(response.headers["x-litellm-call-id"])
+
+            def writer_waits() -> bool:
+                return blocker.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0] > 0
+
+            wait_until(writer_waits, what="the writer to wait on the lock")
+            stored = blocker.execute("SELECT count(*) FROM litellm_usage WHERE tenant_id = %s", (tenant_id,))
+            assert stored.fetchone()[0] == 1  # nothing written while the database stalls
+        wait_until(lambda: len(usage_ids(private_db, tenant_id)) == 21, timeout=60, what="rows after the stall")
+        assert sorted(usage_ids(private_db, tenant_id)) == sorted(served)
+    finally:
+        proxy.stop()
