@@ -15,7 +15,7 @@ import socket
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from billingproxy import logs, request_log, shutdown
+from billingproxy import log_redaction, logs, request_log, shutdown
 from billingproxy.auth import Authenticator
 from billingproxy.budget import BudgetManager, BudgetStore
 from billingproxy.budget_store import PostgresBudgetStore
@@ -26,6 +26,7 @@ from billingproxy.usage import UsageRecord, record_from_payload
 from billingproxy.writer import UsageWriter
 
 logs.configure()  # our operational lines are JSON on stdout, like the request lines
+log_redaction.install()  # LiteLLM's error lines must not carry provider text quoting prompts
 
 _pool: AsyncConnectionPool | None = None
 _pool_lock: asyncio.Lock | None = None

@@ -57,7 +57,7 @@ class Scenario:
         parts: list[str] = []
         for key in ("messages", "prompt", "input", "system"):
             parts.extend(_texts(body.get(key)))
-        text = " ".join(parts)
+        self.text = text = " ".join(parts)
         directives = dict(DIRECTIVE.findall(text))
         self.fault: str | None = directives.get("fault", defaults.get("fault"))
         self.latency_s = float(directives.get("latency", defaults.get("latency_ms", 0))) / 1000
@@ -117,7 +117,12 @@ class FakeUpstream(ThreadedAioServer):
         fault = scenario.fault
         if fault in ("400", "429", "500", "503"):
             status = int(fault)
-            error = {"message": f"injected {status}", "type": "fake_error", "code": str(status)}
+            # Real providers quote the input in some errors; a gateway must not log it on.
+            error = {
+                "message": f"injected {status} for input: {scenario.text[:200]}",
+                "type": "fake_error",
+                "code": str(status),
+            }
             headers = {"retry-after": "0"} if status == 429 else {}
             return scenario, web.json_response({"error": error}, status=status, headers=headers)
         if fault == "timeout":

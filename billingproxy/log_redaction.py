@@ -1,0 +1,71 @@
+"""Keep provider error text out of LiteLLM's own log lines.
+
+Providers quote the request in some errors ("... for input: <prompt>"), and LiteLLM logs the
+exception text, traceback and chained causes at ERROR. Prompt text must never reach the logs,
+so on LiteLLM's loggers every exception, in the arguments, formatted into the message, or in
+``exc_info``, is replaced by its type, status and provider. Tracebacks keep their frames, which
+is what debugging needs; our own request line already carries the status and error type.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Proxy", "LiteLLM Router")
+
+
+class RedactedError(Exception):
+    """Stands in for the logged exception: same traceback frames, no message text."""
+
+
+def summary(exc: BaseException) -> str:
+    details = [
+        f"{name}={value}"
+        for name in ("status_code", "llm_provider", "model")
+        if (value := getattr(exc, name, None)) not in (None, "")
+    ]
+    return f"{type(exc).__name__}({', '.join(details)}) [message withheld: may quote the request]"
+
+
+def chain(exc: BaseException) -> list[BaseException]:
+    """The exception and its causes, outermost first (their texts can appear in messages)."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+class ExceptionTextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        exceptions = [arg for arg in args if isinstance(arg, BaseException)]
+        if record.exc_info and record.exc_info[1] is not None:
+            exceptions.append(record.exc_info[1])
+        # LiteLLM often formats the exception into an f-string inside its ``except`` block.
+        if (handled := sys.exc_info()[1]) is not None:
+            exceptions.append(handled)
+        if not exceptions:
+            return True
+        message = record.getMessage()
+        for exc in exceptions:
+            for cause in chain(exc):
+                for text in (repr(cause), str(cause)):
+                    if text:
+                        message = message.replace(text, summary(cause))
+        record.msg, record.args = message, None
+        if record.exc_info and record.exc_info[1] is not None:
+            _, exc, frames = record.exc_info
+            record.exc_info = (RedactedError, RedactedError(summary(exc)), frames)
+            record.exc_text = None
+        return True
+
+
+def install() -> None:
+    """Idempotent: one filter per LiteLLM logger."""
+    for name in LITELLM_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, ExceptionTextFilter) for f in logger.filters):
+            logger.addFilter(ExceptionTextFilter())

@@ -1,0 +1,96 @@
+"""Pure policy checks: which routes a tenant token may call, and how LiteLLM's error lines are
+stripped of provider text (the end-to-end grep lives in tests/integration/test_security.py)."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+
+from billingproxy.auth import AuthError
+from billingproxy.log_redaction import ExceptionTextFilter
+from billingproxy.routes import check_tenant_route, tenant_may_call
+
+ALLOWED = [
+    "/v1/chat/completions",
+    "/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/embeddings",
+    "/v1/responses",
+    "/v1/messages",
+    "/v1/models",
+    "/models",
+    "/v1/models/gpt-4o",
+    "/openai/deployments/gpt-4o/chat/completions",
+    "/engines/gpt-4o/embeddings",
+]
+REFUSED = [
+    "/health",
+    "/key/generate",
+    "/spend/logs",
+    "/model/info",
+    "/v1/files",
+    "/v1/batches",
+    "/v1/responses/resp_1",
+    "/v1/models/a/b",
+    "/v1/chat/completions/extra",
+    "/openai/deployments/x/files",
+    "",
+]
+
+
+@pytest.mark.parametrize("route", ALLOWED)
+def test_tenants_may_call_the_metered_routes(route: str) -> None:
+    assert tenant_may_call(route)
+
+
+@pytest.mark.parametrize("route", REFUSED)
+def test_everything_else_needs_the_master_key(route: str) -> None:
+    assert not tenant_may_call(route)
+    with pytest.raises(AuthError) as refused:
+        check_tenant_route(route)
+    assert (refused.value.status, refused.value.code) == (403, "route_not_allowed")
+
+
+class ProviderError(Exception):
+    status_code = 400
+    llm_provider = "openai"
+
+
+def logged(emit) -> str:
+    stream = io.StringIO()
+    logger = logging.getLogger(f"redaction-test-{id(stream)}")
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    logger.addFilter(ExceptionTextFilter())
+    logger.propagate = False
+    emit(logger)
+    return stream.getvalue()
+
+
+SECRET = "the prompt: my password is hunter2"
+
+
+def test_exception_arguments_and_tracebacks_lose_their_text_but_keep_type_and_frames() -> None:
+    def emit(logger: logging.Logger) -> None:
+        try:
+            try:
+                raise ValueError(SECRET)
+            except ValueError as cause:
+                raise ProviderError(f"invalid input: {SECRET}") from cause
+        except ProviderError as exc:
+            logger.exception("call failed - %s", exc)
+            logger.error(f"formatted before logging: {exc}")
+
+    text = logged(emit)
+    assert "hunter2" not in text
+    assert text.count("ProviderError(status_code=400, llm_provider=openai)") >= 2
+    assert "Traceback" in text and "in emit" in text  # the frames survive
+
+
+def test_records_without_exceptions_are_untouched() -> None:
+    assert logged(lambda logger: logger.error("model %s is cooling down", "gpt-4o")) == (
+        "model gpt-4o is cooling down\n"
+    )
