@@ -44,10 +44,11 @@ def check_output_limits(body: dict[str, Any]) -> None:
             continue
         value = body[name]
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_OUTPUT_TOKENS:
+            got = value if isinstance(value, int) and not isinstance(value, bool) else f"a {type(value).__name__}"
             raise Refusal(
                 400,
                 "invalid_max_tokens",
-                f"'{name}' must be an integer between 1 and {MAX_OUTPUT_TOKENS}, got {str(value)[:40]!r}.",
+                f"'{name}' must be an integer between 1 and {MAX_OUTPUT_TOKENS}, got {got}.",  # never echo text
                 "invalid_request_error",
             )
 

@@ -5,6 +5,7 @@ exception text, traceback and chained causes at ERROR. Prompt text must never re
 so on LiteLLM's loggers every exception, in the arguments, formatted into the message, or in
 ``exc_info``, is replaced by its type, status and provider. Tracebacks keep their frames, which
 is what debugging needs; our own request line already carries the status and error type.
+Our own refusals (messages we wrote) set ``safe_to_log = True`` and keep their text.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class ExceptionTextFilter(logging.Filter):
         # LiteLLM often formats the exception into an f-string inside its ``except`` block.
         if (handled := sys.exc_info()[1]) is not None:
             exceptions.append(handled)
+        exceptions = [exc for exc in exceptions if not getattr(exc, "safe_to_log", False)]
         if not exceptions:
             return True
         message = record.getMessage()

@@ -62,6 +62,8 @@ class GatewayError(ProxyException):
     LiteLLM's own ProxyException puts the HTTP status in ``code``; the status still comes from it.
     """
 
+    safe_to_log = True  # our own message: no provider text, no prompt (see log_redaction)
+
     def to_dict(self) -> dict:
         return {**super().to_dict(), "code": self.openai_code}
 

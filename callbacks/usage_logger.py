@@ -23,6 +23,8 @@ REJECTIONS = {"Refusal", "GatewayRefusal", "ProxyRateLimitError"}
 class GatewayRefusal(ProxyException):
     """A ProxyException whose body carries our error code (model_not_allowed, budget_exceeded)."""
 
+    safe_to_log = True  # our own message: no provider text, no prompt (see log_redaction)
+
     def __init__(self, refusal: Refusal) -> None:
         super().__init__(
             message=refusal.message, type=refusal.type, param=None, code=refusal.status, openai_code=refusal.code

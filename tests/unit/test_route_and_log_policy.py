@@ -94,3 +94,14 @@ def test_records_without_exceptions_are_untouched() -> None:
     assert logged(lambda logger: logger.error("model %s is cooling down", "gpt-4o")) == (
         "model gpt-4o is cooling down\n"
     )
+
+
+class OurRefusal(Exception):
+    safe_to_log = True
+
+
+def test_our_own_refusals_keep_their_message() -> None:
+    def emit(logger: logging.Logger) -> None:
+        logger.error("refused - %s", OurRefusal("Model 'x' is not allowed for this tenant."))
+
+    assert "not allowed for this tenant" in logged(emit)
