@@ -41,6 +41,9 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "ours-budget": ("all", {}),  # same proxy setup; the tenant has a budget, so every request reserves
     "ours-no-writer": ("all", {"BILLINGPROXY_WRITE_USAGE": "0"}),
     "ours-no-log": ("all", {"BILLINGPROXY_REQUEST_LOG": "0"}),
+    # Tuning: worker processes per instance (LiteLLM's NUM_WORKERS; uvicorn, uvloop).
+    "stock-2w": ("none", {"NUM_WORKERS": "2"}),
+    "ours-2w": ("all", {"NUM_WORKERS": "2"}),
 }
 BUDGETED = {"ours-budget"}
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "benchmark request words"}], "max_tokens": 8}
@@ -300,7 +303,7 @@ def main() -> None:
             proxies[variant] = start_proxy(variant, workdir, upstream_url, db_url, {})
             ready[variant].append(proxies[variant].ready_seconds)
         tokens = {
-            v: MASTER_KEY if v == "stock" else tenant_token(db_url, "1000000" if v in BUDGETED else None)
+            v: MASTER_KEY if v.startswith("stock") else tenant_token(db_url, "1000000" if v in BUDGETED else None)
             for v in args.variants
         }
         limits = {c: asyncio.run(direct_upstream(upstream_url, args.requests, c)) for c in args.concurrency}

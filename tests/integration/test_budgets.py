@@ -177,6 +177,20 @@ def test_budget_threshold_lines_appear_once_per_crossing(proxy, store, conn):
     assert sorted(threshold_lines()) == [50, 80], lines  # once each, never repeated
 
 
+def test_rpm_limit_is_per_tenant_across_its_keys(proxy, store):
+    """A tenant's RPM is its own, however many keys it spreads requests over."""
+    tenant = store.create_tenant(f"rpmkeys-{uuid.uuid4().hex[:8]}", rpm_limit=4)
+    tokens = [store.create_key(tenant.id)[1] for _ in range(2)]
+    cheap = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "rate"}], "max_tokens": 1}
+    statuses = [
+        httpx.post(
+            proxy.url + "/v1/chat/completions", json=cheap, headers={"Authorization": f"Bearer {tokens[i % 2]}"}
+        ).status_code
+        for i in range(5)
+    ]
+    assert statuses == [200, 200, 200, 200, 429], statuses
+
+
 def test_rpm_limit_across_two_processes_sharing_redis(tmp_path, upstream, database_url, store):
     if not redis_available():
         pytest.skip("no Redis on 127.0.0.1:6379")
