@@ -5,6 +5,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt constraints.txt | sha256sum | cut -c1-12)
 
 export LITELLM_LOCAL_MODEL_COST_MAP := True
+# Tuned defaults (README "Performance"): LiteLLM and uvicorn log WARNING and up (our JSON request
+# line replaces the per-request access line); one worker process per CPU.
+export LITELLM_LOG ?= WARNING
+export NUM_WORKERS ?= 1
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: run test lint format install clean bench soak

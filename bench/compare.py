@@ -41,9 +41,11 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "ours-budget": ("all", {}),  # same proxy setup; the tenant has a budget, so every request reserves
     "ours-no-writer": ("all", {"BILLINGPROXY_WRITE_USAGE": "0"}),
     "ours-no-log": ("all", {"BILLINGPROXY_REQUEST_LOG": "0"}),
-    # Tuning: worker processes per instance (LiteLLM's NUM_WORKERS; uvicorn, uvloop).
+    # Tuning: worker processes per instance (LiteLLM's NUM_WORKERS; uvicorn, uvloop), and the
+    # per-request uvicorn access line that LITELLM_LOG=WARNING (our default) turns off.
     "stock-2w": ("none", {"NUM_WORKERS": "2"}),
     "ours-2w": ("all", {"NUM_WORKERS": "2"}),
+    "ours-access-log": ("all", {"LITELLM_LOG": "INFO"}),
 }
 BUDGETED = {"ours-budget"}
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "benchmark request words"}], "max_tokens": 8}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import pytest
 
 from billingproxy import db
 from billingproxy.relay import Relay
@@ -131,10 +132,11 @@ def test_sigterm_during_a_burst_keeps_every_row_in_the_database_or_a_spill_file(
     assert fake_stripe.duplicate_identifiers == 0
 
 
-def test_sigterm_with_the_database_up_writes_every_row_before_exit(tmp_path, upstream, private_db):
+@pytest.mark.parametrize("workers", ["1", "2"])  # NUM_WORKERS: each worker process flushes its own queue
+def test_sigterm_with_the_database_up_writes_every_row_before_exit(tmp_path, upstream, private_db, workers):
     tenant_id, token = make_tenant(private_db)
     # A long flush interval: rows are still queued in memory when SIGTERM arrives.
-    proxy = start_proxy(tmp_path, upstream, private_db, BILLINGPROXY_WRITER_INTERVAL_MS="60000")
+    proxy = start_proxy(tmp_path, upstream, private_db, BILLINGPROXY_WRITER_INTERVAL_MS="60000", NUM_WORKERS=workers)
     try:
         served = [chat(proxy, token).headers["x-litellm-call-id"] for _ in range(30)]
         assert usage_ids(private_db, tenant_id) == []  # nothing written yet
