@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 
 def main(source: Path, target: Path) -> None:
@@ -23,6 +24,8 @@ def main(source: Path, target: Path) -> None:
         ordered = sorted(values)
         latency.plot(ordered, [i / len(ordered) for i in range(len(ordered))], label=label)
     latency.set(xscale="log", xlabel="latency (ms, log)", ylabel="share of requests", title="Latency distribution")
+    latency.xaxis.set_major_formatter(ScalarFormatter())  # 10, 100, 1000 rather than 10^n
+    latency.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on a log axis
     latency.legend(fontsize=7)
     rows = data["results"]
     labels = [f"{r['variant']}\nc={r['concurrency']}" for r in rows]
