@@ -94,6 +94,22 @@ def check_chat_body(body: dict[str, Any]) -> None:
     for key in ("messages", "tools", "functions"):
         if not all(isinstance(item, dict) for item in body.get(key) or ()):
             raise Refusal(400, "invalid_parameter", f"'{key}' must be a list of objects.", "invalid_request_error")
+    for index, message in enumerate(body.get("messages") or ()):
+        _check_message(index, message)
+
+
+def _check_message(index: int, message: dict[str, Any]) -> None:
+    """A message's role is a string; its content a string, a list of parts (objects) or null."""
+    content = message.get("content")
+    if not isinstance(message.get("role", ""), str):
+        problem = "'role' must be a string"
+    elif not (content is None or isinstance(content, (str, list))):
+        problem = "'content' must be a string, a list of content parts or null"
+    elif isinstance(content, list) and not all(isinstance(part, dict) for part in content):
+        problem = "'content' parts must be objects"
+    else:
+        return
+    raise Refusal(400, "invalid_parameter", f"messages[{index}]: {problem}.", "invalid_request_error")
 
 
 async def admit(
