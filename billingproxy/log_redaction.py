@@ -23,8 +23,8 @@ class RedactedError(Exception):
 def summary(exc: BaseException) -> str:
     details = [
         f"{name}={value}"
-        for name in ("status_code", "llm_provider", "model")
-        if (value := getattr(exc, name, None)) not in (None, "")
+        for name in ("status_code", "code", "type", "llm_provider", "model")
+        if isinstance(value := getattr(exc, name, None), (str, int)) and value != "" and len(str(value)) <= 64
     ]
     return f"{type(exc).__name__}({', '.join(details)}) [message withheld: may quote the request]"
 
