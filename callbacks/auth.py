@@ -1,7 +1,8 @@
 """LiteLLM custom auth adapter: ``general_settings.custom_auth: callbacks.auth.user_api_key_auth``.
 
 Translates our ``Principal`` into LiteLLM's ``UserAPIKeyAuth`` and our ``AuthError`` into
-LiteLLM's OpenAI-style ``ProxyException``. All logic lives in ``billingproxy.auth``.
+LiteLLM's OpenAI-style ``ProxyException``. All logic lives in ``billingproxy.auth`` (tokens) and
+``billingproxy.routes`` (which routes a tenant token may call).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def to_user_api_key_auth(principal: Principal) -> UserAPIKeyAuth:
     assert principal.record is not None
     template = _template(principal.record)
     # A shallow copy is ~10x cheaper than building the pydantic model; LiteLLM sets attributes on
-    # the object it gets, so each request needs its own, and its own metadata dicts.
+    # the object it gets, so each request needs its own, and its own metadata dict.
     return template.model_copy(update={"metadata": dict(template.metadata)})
 
 
