@@ -42,13 +42,12 @@ def chain(exc: BaseException) -> list[BaseException]:
 class ExceptionTextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args if isinstance(record.args, tuple) else ()
-        exceptions = [arg for arg in args if isinstance(arg, BaseException)]
-        if record.exc_info and record.exc_info[1] is not None:
-            exceptions.append(record.exc_info[1])
+        attached = record.exc_info[1] if record.exc_info else None
         # LiteLLM often formats the exception into an f-string inside its ``except`` block.
-        if (handled := sys.exc_info()[1]) is not None:
-            exceptions.append(handled)
-        exceptions = [exc for exc in exceptions if not getattr(exc, "safe_to_log", False)]
+        candidates = [*args, attached, sys.exc_info()[1]]
+        exceptions = [
+            exc for exc in candidates if isinstance(exc, BaseException) and not getattr(exc, "safe_to_log", False)
+        ]
         if not exceptions:
             return True
         message = record.getMessage()
@@ -58,9 +57,8 @@ class ExceptionTextFilter(logging.Filter):
                     if text:
                         message = message.replace(text, summary(cause))
         record.msg, record.args = message, None
-        if record.exc_info and record.exc_info[1] is not None:
-            _, exc, frames = record.exc_info
-            record.exc_info = (RedactedError, RedactedError(summary(exc)), frames)
+        if attached is not None:
+            record.exc_info = (RedactedError, RedactedError(summary(attached)), record.exc_info[2])
             record.exc_text = None
         return True
 

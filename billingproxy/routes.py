@@ -11,10 +11,8 @@ import re
 
 from billingproxy.auth import AuthError
 
-_INFERENCE = ("chat/completions", "completions", "embeddings", "responses", "messages")
-TENANT_ROUTES = frozenset(
-    [f"/{path}" for path in (*_INFERENCE, "models")] + [f"/v1/{path}" for path in (*_INFERENCE, "models")]
-)
+_PATHS = ("chat/completions", "completions", "embeddings", "responses", "messages", "models")
+TENANT_ROUTES = frozenset(f"{prefix}/{path}" for prefix in ("", "/v1") for path in _PATHS)
 # Azure-style deployment paths and a single model lookup (`client.models.retrieve`).
 _TENANT_PATTERNS = re.compile(
     r"/(?:openai/deployments|engines)/[^/]+/(?:chat/completions|completions|embeddings)|(?:/v1)?/models/[^/]+"

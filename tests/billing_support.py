@@ -15,6 +15,7 @@ import psycopg
 from billingproxy import db
 from billingproxy.relay import Relay
 from billingproxy.settings import BillingSettings, Meter
+from billingproxy.sinks import StripeSink, stripe_client
 from billingproxy.usage import UsageRecord
 from billingproxy.usage_store import UsageStore
 from tests.fakes.stripe_api import API_KEY, FakeStripe
@@ -37,6 +38,12 @@ def relay_settings(fake: FakeStripe, **overrides) -> BillingSettings:
         relay_backoff_s=0.01,
     )
     return dataclasses.replace(settings, **overrides)
+
+
+def make_relay(database_url: str, fake: FakeStripe, **overrides) -> Relay:
+    """An in-process relay posting to the fake Stripe through the real SDK."""
+    settings = relay_settings(fake, **overrides)
+    return Relay(database_url, StripeSink(stripe_client(settings)), settings)
 
 
 def relay_env(fake: FakeStripe, database_url: str, **extra: str) -> dict[str, str]:

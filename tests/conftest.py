@@ -19,6 +19,7 @@ from tests.support import (
     EmbeddedPostgres,
     ProxyProcess,
     create_database,
+    create_migrated_database,
     drop_database,
     test_config,
 )
@@ -39,8 +40,7 @@ def pg_server(tmp_path_factory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def database_url(pg_server: str) -> Iterator[str]:
     """One migrated database shared by the session (tests use their own tenants)."""
-    url = create_database(pg_server)
-    db.migrate(url)
+    url = create_migrated_database(pg_server)
     yield url
     drop_database(pg_server, url)
 
@@ -56,8 +56,7 @@ def fresh_database(pg_server: str) -> Iterator[str]:
 @pytest.fixture
 def billing_db(pg_server: str) -> Iterator[str]:
     """A migrated database of the test's own: its outbox holds only this test's entries."""
-    url = create_database(pg_server)
-    db.migrate(url)
+    url = create_migrated_database(pg_server)
     yield url
     drop_database(pg_server, url)
 
@@ -72,9 +71,7 @@ def private_pg(tmp_path) -> Iterator[EmbeddedPostgres]:
 
 @pytest.fixture
 def private_db(private_pg: EmbeddedPostgres) -> str:
-    url = create_database(private_pg.url())
-    db.migrate(url)
-    return url
+    return create_migrated_database(private_pg.url())
 
 
 @pytest.fixture

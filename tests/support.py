@@ -21,6 +21,9 @@ import psycopg
 import yaml
 from psycopg import sql
 
+from billingproxy import db
+from billingproxy.tenants import TenantStore
+
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 T = TypeVar("T")
@@ -93,6 +96,21 @@ def drop_database(server_url: str, url: str) -> None:
     name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def create_migrated_database(server_url: str) -> str:
+    """A fresh database on the server with every migration applied; returns its URL."""
+    url = create_database(server_url)
+    db.migrate(url)
+    return url
+
+
+def tenant_with_token(url: str, prefix: str = "t", **fields: Any) -> tuple[str, str]:
+    """A new tenant (unique name, ``fields`` passed to ``create_tenant``) and one key: (id, token)."""
+    with db.connect(url) as conn:
+        store = TenantStore(conn)
+        tenant = store.create_tenant(f"{prefix}-{secrets.token_hex(4)}", **fields)
+        return tenant.id, store.create_key(tenant.id)[1]
 
 
 def with_database(url: str, database: str) -> str:

@@ -12,20 +12,10 @@ import psycopg
 import pytest
 
 from billingproxy import db
-from billingproxy.relay import Relay
-from billingproxy.sinks import StripeSink, stripe_client
-from billingproxy.tenants import TenantStore
-from tests.billing_support import drain, expected_micro_usd, relay_settings
-from tests.support import ProxyProcess, test_config, wait_until
+from tests.billing_support import drain, expected_micro_usd, make_relay
+from tests.support import ProxyProcess, tenant_with_token, test_config, wait_until
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "count these words"}], "max_tokens": 3}
-
-
-def make_tenant(url: str, stripe_customer_id: str | None = None) -> tuple[str, str]:
-    with db.connect(url) as conn:
-        store = TenantStore(conn)
-        tenant = store.create_tenant(f"dur-{uuid.uuid4().hex[:8]}", stripe_customer_id=stripe_customer_id)
-        return tenant.id, store.create_key(tenant.id)[1]
 
 
 def start_proxy(tmp_path: Path, upstream, url: str, **env: str) -> ProxyProcess:
@@ -53,7 +43,7 @@ def chat(proxy: ProxyProcess, token: str) -> httpx.Response:
 
 
 def test_database_outage_keeps_warm_keys_working_and_loses_no_rows(tmp_path, upstream, private_pg, private_db):
-    tenant_id, token = make_tenant(private_db)
+    tenant_id, token = tenant_with_token(private_db, "dur")
     proxy = start_proxy(tmp_path, upstream, private_db)
     try:
         served = [chat(proxy, token).headers["x-litellm-call-id"] for _ in range(5)]
@@ -85,7 +75,7 @@ def test_sigterm_during_a_burst_keeps_every_row_in_the_database_or_a_spill_file(
     from billingproxy.replay import replay_files
 
     customer = f"cus_{uuid.uuid4().hex[:14]}"
-    tenant_id, token = make_tenant(private_db, stripe_customer_id=customer)
+    tenant_id, token = tenant_with_token(private_db, "dur", stripe_customer_id=customer)
     proxy = start_proxy(
         tmp_path, upstream, private_db, BILLINGPROXY_WRITER_INTERVAL_MS="2000", BILLINGPROXY_BILLING_WINDOW_S="1"
     )
@@ -125,8 +115,7 @@ def test_sigterm_during_a_burst_keeps_every_row_in_the_database_or_a_spill_file(
     # Replaying again changes nothing.
     assert replay_files(private_db, spill_files) == (read, 0)
 
-    relay = Relay(private_db, StripeSink(stripe_client(relay_settings(fake_stripe))), relay_settings(fake_stripe))
-    drain(relay, private_db)
+    drain(make_relay(private_db, fake_stripe), private_db)
     with db.connect(private_db) as conn:
         assert fake_stripe.totals()[customer] == expected_micro_usd(conn, tenant_id) > 0
     assert fake_stripe.duplicate_identifiers == 0
@@ -134,7 +123,7 @@ def test_sigterm_during_a_burst_keeps_every_row_in_the_database_or_a_spill_file(
 
 @pytest.mark.parametrize("workers", ["1", "2"])  # NUM_WORKERS: each worker process flushes its own queue
 def test_sigterm_with_the_database_up_writes_every_row_before_exit(tmp_path, upstream, private_db, workers):
-    tenant_id, token = make_tenant(private_db)
+    tenant_id, token = tenant_with_token(private_db, "dur")
     # A long flush interval: rows are still queued in memory when SIGTERM arrives.
     proxy = start_proxy(tmp_path, upstream, private_db, BILLINGPROXY_WRITER_INTERVAL_MS="60000", NUM_WORKERS=workers)
     try:
@@ -152,7 +141,7 @@ def test_sigterm_with_the_database_up_writes_every_row_before_exit(tmp_path, ups
 def test_a_stalled_database_delays_rows_but_not_requests(tmp_path, upstream, private_db):
     """The usage table is locked (a database that stalls rather than fails): requests are still
     answered, the writer waits, and once the lock goes every row lands exactly once."""
-    tenant_id, token = make_tenant(private_db)
+    tenant_id, token = tenant_with_token(private_db, "dur")
     proxy = start_proxy(tmp_path, upstream, private_db, BILLINGPROXY_WRITER_INTERVAL_MS="100")
     try:
         served = [chat(proxy, token).headers["x-litellm-call-id"]]

@@ -15,10 +15,9 @@ from psycopg import sql
 from billingproxy import db
 from billingproxy.replay import replay_files
 from billingproxy.service import create_app
-from billingproxy.tenants import TenantStore
 from tests.billing_support import relay_process
 from tests.fakes.stripe_api import API_KEY as STRIPE_KEY
-from tests.support import MASTER_KEY, ProxyProcess, test_config
+from tests.support import MASTER_KEY, ProxyProcess, tenant_with_token, test_config
 
 ADMIN_ROUTES = [
     ("GET", "/health"),  # would call every provider on our account
@@ -40,16 +39,9 @@ ADMIN_ROUTES = [
 ]
 
 
-def new_tenant(database_url: str, **fields) -> tuple[str, str]:
-    with db.connect(database_url) as conn:
-        store = TenantStore(conn)
-        tenant = store.create_tenant(f"sec-{uuid.uuid4().hex[:8]}", **fields)
-        return tenant.id, store.create_key(tenant.id)[1]
-
-
 @pytest.mark.parametrize("method,path", ADMIN_ROUTES, ids=[p for _, p in ADMIN_ROUTES])
 def test_tenant_tokens_cannot_call_management_routes(proxy, upstream, database_url, method, path) -> None:
-    _, token = new_tenant(database_url)
+    _, token = tenant_with_token(database_url, "sec")
     before = sum(upstream.calls.values())
     response = httpx.request(
         method, proxy.url + path, headers={"Authorization": f"Bearer {token}"}, json={} if method == "POST" else None
@@ -60,7 +52,7 @@ def test_tenant_tokens_cannot_call_management_routes(proxy, upstream, database_u
 
 
 def test_tenant_tokens_reach_the_metered_api_and_the_master_key_the_rest(proxy, database_url) -> None:
-    _, token = new_tenant(database_url)
+    _, token = tenant_with_token(database_url, "sec")
     client = openai.OpenAI(base_url=proxy.url + "/v1", api_key=token, max_retries=0)
     assert "gpt-4o-mini" in [model.id for model in client.models.list()]
     reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
@@ -73,8 +65,8 @@ def test_tenant_tokens_reach_the_metered_api_and_the_master_key_the_rest(proxy, 
 def test_tenants_cannot_read_usage_through_the_admin_api(database_url) -> None:
     """The billing service's admin API answers only the master key, never a tenant's token."""
     admin_key = "sk-admin-" + uuid.uuid4().hex
-    victim, _ = new_tenant(database_url)
-    _, attacker_token = new_tenant(database_url)
+    victim, _ = tenant_with_token(database_url, "sec")
+    _, attacker_token = tenant_with_token(database_url, "sec")
     with TestClient(create_app(database_url, admin_key=admin_key)) as client:
         for path in ("/admin/usage", "/admin/tenants", f"/admin/tenants/{victim}", "/admin/keys"):
             for credentials in (f"Bearer {attacker_token}", attacker_token, f"Bearer {admin_key}x", ""):
@@ -97,7 +89,7 @@ def test_nothing_a_run_wrote_holds_a_secret_or_prompt_text(
     provider_key = f"sk-provider-{uuid.uuid4().hex}"
     wrong_token = f"sk-bp-{uuid.uuid4().hex}{uuid.uuid4().hex[:11]}"
     customer = f"cus_{uuid.uuid4().hex[:14]}"
-    tenant_id, token = new_tenant(private_db, stripe_customer_id=customer)
+    tenant_id, token = tenant_with_token(private_db, "sec", stripe_customer_id=customer)
 
     config = test_config(upstream.base_url)
     for entry in config["model_list"]:

@@ -17,12 +17,12 @@ import openai
 
 from billingproxy import db
 from billingproxy.reconcile import Reconciler
-from billingproxy.relay import Relay
-from billingproxy.sinks import StripeSink, stripe_client
+from billingproxy.sinks import stripe_client
 from billingproxy.tenants import TenantStore
 from tests.billing_support import (
     drain,
     expected_micro_usd,
+    make_relay,
     outbox_counts,
     relay_process,
     relay_settings,
@@ -31,11 +31,6 @@ from tests.billing_support import (
 )
 from tests.fakes.stripe_api import FakeStripe
 from tests.support import wait_until
-
-
-def make_relay(database_url: str, fake: FakeStripe, **overrides) -> Relay:
-    settings = relay_settings(fake, **overrides)
-    return Relay(database_url, StripeSink(stripe_client(settings)), settings)
 
 
 def tenants_with_customers(database_url: str, count: int, multipliers: dict[int, str] | None = None) -> list:
