@@ -26,6 +26,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint Dockerfile
 	$(VENV)/bin/actionlint .github/workflows/*.yml
 	$(VENV)/bin/yamllint --strict config.yaml cloudbuild.yaml .github/workflows monitoring/metrics

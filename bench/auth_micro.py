@@ -12,8 +12,8 @@ import time
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from billingproxy.auth import Authenticator, KeyRecord
-from billingproxy.settings import AuthSettings
+from billingproxy.access import Authenticator, KeyRecord
+from billingproxy.config import AuthSettings
 from billingproxy.tokens import generate_token, hash_token
 
 

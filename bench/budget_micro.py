@@ -15,11 +15,11 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from bench.compare import database
-from billingproxy.admission import TenantLimits, admit
-from billingproxy.budget import BudgetManager
-from billingproxy.budget_store import PostgresBudgetStore
-from billingproxy.pricing import PriceTable
-from tests.support import REPO
+from billingproxy.access import TenantLimits
+from billingproxy.budgets import BudgetManager, PostgresBudgetStore
+from billingproxy.metering import PriceTable
+from billingproxy.proxy.admission import admit
+from testkit.support import REPO
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "a typical short prompt"}], "max_tokens": 256}
 

@@ -30,7 +30,7 @@ import psutil
 
 from billingproxy import db
 from billingproxy.tenants import TenantStore
-from tests.support import MASTER_KEY, ProxyProcess, create_database, free_port, test_config, wait_until
+from testkit.support import MASTER_KEY, ProxyProcess, create_database, free_port, test_config, wait_until
 
 # Per variant: which of our plugins the proxy loads, and env switches. "stock" loads none and
 # authenticates with the master key, like the plain LiteLLM proxy.
@@ -149,7 +149,7 @@ async def drive(url: str, token: str, requests: int, concurrency: int, pid: int,
 def start_upstream(latency_ms: float) -> tuple[subprocess.Popen, str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.upstream", "--port", str(port), "--latency-ms", str(latency_ms)],
+        [sys.executable, "-m", "testkit.fakes.upstream", "--port", str(port), "--latency-ms", str(latency_ms)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -165,7 +165,7 @@ def database() -> tuple[str, object | None]:
     server_url = os.environ.get("TEST_DATABASE_URL")
     embedded = None
     if not server_url:
-        from tests.support import EmbeddedPostgres
+        from testkit.support import EmbeddedPostgres
 
         embedded = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="bench-pg-")) / "data")
         server_url = embedded.url()

@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench.compare import database, drive, start_proxy, start_upstream, tenant_token
-from tests.support import MASTER_KEY, VENV_BIN
+from testkit.support import MASTER_KEY, VENV_BIN
 
 OURS = ("billingproxy/", "callbacks/")
 

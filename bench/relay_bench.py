@@ -13,11 +13,10 @@ import time
 
 from bench.compare import database
 from billingproxy import db
-from billingproxy.relay import Relay
-from billingproxy.sinks import StripeSink, stripe_client
+from billingproxy.billing import Relay, StripeSink, stripe_client
 from billingproxy.tenants import TenantStore
-from tests.billing_support import relay_settings, store_usage, usage_records
-from tests.fakes.stripe_api import FakeStripe
+from testkit.billing import relay_settings, store_usage, usage_records
+from testkit.fakes.stripe_api import FakeStripe
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from bench.compare import database, drive, rss_mb, start_proxy, start_upstream, tenant_token
-from tests.support import MASTER_KEY
+from testkit.support import MASTER_KEY
 
 
 async def soak(url: str, token: str, pid: int, total: int, concurrency: int, chunk: int) -> list[tuple]:

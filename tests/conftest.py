@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,9 +13,9 @@ import pytest
 
 from billingproxy import db
 from billingproxy.tenants import TenantStore
-from tests.fakes.stripe_api import FakeStripe
-from tests.fakes.upstream import FakeUpstream
-from tests.support import (
+from testkit.fakes.stripe_api import FakeStripe
+from testkit.fakes.upstream import FakeUpstream
+from testkit.support import (
     GATEWAY_TENANT,
     GATEWAY_TOKEN,
     EmbeddedPostgres,
@@ -23,6 +25,20 @@ from tests.support import (
     drop_database,
     test_config,
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A private base temp dir per run: pytest's shared default keeps only the last three runs' dirs,
+    so two suites running at once on one machine would delete each other's PostgreSQL data."""
+    if not config.option.basetemp:
+        config.option.basetemp = tempfile.mkdtemp(prefix="billingproxy-pytest-")
+        config._billingproxy_basetemp = config.option.basetemp  # type: ignore[attr-defined]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    own = getattr(config, "_billingproxy_basetemp", None)
+    if own:
+        shutil.rmtree(own, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import yaml
 
 from billingproxy import db
 from billingproxy.tenants import TenantStore
-from tests.support import MASTER_KEY, REPO, free_port, test_config, wait_until
+from testkit.support import MASTER_KEY, REPO, free_port, test_config, wait_until
 
 VENV = Path(sys.executable).parent.parent
 
@@ -114,8 +114,8 @@ def test_billing_service_and_migration_commands_run_from_the_image(tmp_path, fre
 
 def test_stripe_relay_job_command_runs_from_the_image(fresh_database):
     """The relay job's exact command (one pass), against the fake Stripe; exit 0 and a JSON summary."""
-    from tests.billing_support import relay_env, store_usage, usage_records
-    from tests.fakes.stripe_api import FakeStripe
+    from testkit.billing import relay_env, store_usage, usage_records
+    from testkit.fakes.stripe_api import FakeStripe
 
     db.migrate(fresh_database)
     with db.connect(fresh_database) as conn:

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support import GATEWAY_TENANT, GATEWAY_TOKEN, MASTER_KEY, wait_until
+from testkit.support import GATEWAY_TENANT, GATEWAY_TOKEN, MASTER_KEY, wait_until
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 2}
 

@@ -13,12 +13,11 @@ import pytest
 from aiohttp import web
 
 from billingproxy import db
-from billingproxy.relay import Relay
-from billingproxy.sinks import LagoSink, WebhookSink
+from billingproxy.billing import LagoSink, Relay, WebhookSink
 from billingproxy.tenants import TenantStore
-from tests.billing_support import drain, expected_micro_usd, outbox_counts, relay_settings, store_usage, usage_records
-from tests.fakes.aioserver import ThreadedAioServer
-from tests.fakes.stripe_api import FakeStripe
+from testkit.billing import drain, expected_micro_usd, outbox_counts, relay_settings, store_usage, usage_records
+from testkit.fakes.aioserver import ThreadedAioServer
+from testkit.fakes.stripe_api import FakeStripe
 
 LAGO_KEY = "lago-test-key"
 HOOK_SECRET = "hook-secret"

@@ -13,8 +13,7 @@ from hypothesis import strategies as st
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from billingproxy.budget import BudgetExceeded, BudgetManager
-from billingproxy.budget_store import PostgresBudgetStore
+from billingproxy.budgets import BudgetExceeded, BudgetManager, PostgresBudgetStore
 
 amounts = st.decimals(min_value=Decimal("0.0001"), max_value=Decimal(2), places=4)
 # (max cost reserved, fraction of it actually spent, which instance, settle before next request?)

@@ -14,9 +14,9 @@ import httpx
 import pytest
 import redis
 
-from billingproxy import budget
-from billingproxy.pricing import PriceTable
-from tests.support import REPO, ProxyProcess, test_config, wait_until
+from billingproxy.metering import PriceTable
+from billingproxy.metering import pricing as budget
+from testkit.support import REPO, ProxyProcess, test_config, wait_until
 
 PRICES = PriceTable.from_config(REPO / "config.yaml")
 # The fake upstream answers after 3 s, so every request is in flight before any one settles.

@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from billingproxy import db
-from tests.billing_support import drain, expected_micro_usd, make_relay
-from tests.support import ProxyProcess, tenant_with_token, test_config, wait_until
+from testkit.billing import drain, expected_micro_usd, make_relay
+from testkit.support import ProxyProcess, tenant_with_token, test_config, wait_until
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "count these words"}], "max_tokens": 3}
 
@@ -72,7 +72,7 @@ def test_sigterm_during_a_burst_keeps_every_row_in_the_database_or_a_spill_file(
 ):
     """SIGTERM mid-burst with the database gone: every request that reached the provider is
     billed once (database or spill file), and Stripe ends up with exactly the database's sum."""
-    from billingproxy.replay import replay_files
+    from billingproxy.metering import replay_files
 
     customer = f"cus_{uuid.uuid4().hex[:14]}"
     tenant_id, token = tenant_with_token(private_db, "dur", stripe_customer_id=customer)

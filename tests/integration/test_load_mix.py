@@ -10,7 +10,7 @@ import uuid
 
 from billingproxy import db
 from billingproxy.tenants import TenantStore
-from tests.support import REPO, VENV_BIN, wait_until
+from testkit.support import REPO, VENV_BIN, wait_until
 
 
 def test_the_locust_mix_runs_and_every_request_is_one_usage_row(proxy, upstream, database_url, tmp_path) -> None:

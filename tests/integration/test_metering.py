@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support import wait_until
+from testkit.support import wait_until
 
 # The pinned prices from config.yaml, written out independently (per token, USD).
 PRICE = {

@@ -8,8 +8,8 @@ from decimal import Decimal
 import openai
 import pytest
 
-from billingproxy.pricing import PriceTable
-from tests.support import REPO, wait_until
+from billingproxy.metering import PriceTable
+from testkit.support import REPO, wait_until
 
 PRICES = PriceTable.from_config(REPO / "config.yaml")
 

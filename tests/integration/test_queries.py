@@ -9,46 +9,48 @@ from decimal import Decimal
 import pytest
 from click.testing import CliRunner
 
-from billingproxy import db, queries
+from billingproxy import db
 from billingproxy.cli import main as cli
-from billingproxy.replay import replay_records
+from billingproxy.metering import UsageRecord, replay_records
+from billingproxy.metering import reports as queries
 from billingproxy.tenants import TenantStore
-from billingproxy.usage import UsageRecord
 
 T0 = datetime(2026, 10, 30, 23, 0, tzinfo=UTC)  # spans a month boundary on purpose
 
 
 def record(n: int, tenant: str, model: str, cost: str, when: datetime, status: str = "success", customer=None):
-    return UsageRecord(
-        request_id=f"req-{n}",
-        tenant_id=tenant,
-        api_key_id="key_x",
-        model=model,
-        model_group=model,
-        provider="openai",
-        call_type="acompletion",
-        prompt_tokens=10 * n,
-        completion_tokens=n,
-        cached_tokens=0,
-        reasoning_tokens=0,
-        total_tokens=11 * n,
-        cost_usd=Decimal(cost),
-        latency_ms=100,
-        status=status,
-        http_status=200 if status == "success" else 500,
-        error_type=None if status == "success" else "InternalServerError",
-        stream=False,
-        cache_hit=False,
-        customer_id=customer,
-        trace_id=None,
-        start_time=when,
-        end_time=when,
+    return UsageRecord.from_json(
+        dict(
+            request_id=f"req-{n}",
+            tenant_id=tenant,
+            api_key_id="key_x",
+            model=model,
+            model_group=model,
+            provider="openai",
+            call_type="acompletion",
+            prompt_tokens=10 * n,
+            completion_tokens=n,
+            cached_tokens=0,
+            reasoning_tokens=0,
+            total_tokens=11 * n,
+            cost_usd=Decimal(cost),
+            latency_ms=100,
+            status=status,
+            http_status=200 if status == "success" else 500,
+            error_type=None if status == "success" else "InternalServerError",
+            stream=False,
+            cache_hit=False,
+            customer_id=customer,
+            trace_id=None,
+            start_time=when,
+            end_time=when,
+        )
     )
 
 
 @pytest.fixture(scope="module")
 def fixture_db(pg_server):
-    from tests.support import create_database, drop_database
+    from testkit.support import create_database, drop_database
 
     url = create_database(pg_server)
     db.migrate(url)

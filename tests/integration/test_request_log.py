@@ -12,8 +12,8 @@ import openai
 import pytest
 
 from billingproxy import db
-from billingproxy.replay import replay_files
-from tests.support import REPO, wait_until
+from billingproxy.metering import replay_files
+from testkit.support import REPO, wait_until
 
 SCHEMA = json.loads((REPO / "monitoring" / "request_log.schema.json").read_text())
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -99,7 +99,7 @@ def test_replaying_captured_lines_into_an_empty_database_reproduces_the_rows(tra
 
 
 def test_logging_can_be_switched_off(tmp_path, upstream, database_url, store):
-    from tests.support import ProxyProcess, test_config
+    from testkit.support import ProxyProcess, test_config
 
     proxy = ProxyProcess(
         tmp_path / "nolog",

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import redis
 
-from tests.support import ProxyProcess, test_config, wait_until
+from testkit.support import ProxyProcess, test_config, wait_until
 
 
 def cached_proxy(tmp_path, upstream, database_url, **env) -> ProxyProcess:

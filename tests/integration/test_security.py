@@ -13,11 +13,11 @@ from fastapi.testclient import TestClient
 from psycopg import sql
 
 from billingproxy import db
-from billingproxy.replay import replay_files
+from billingproxy.metering import replay_files
 from billingproxy.service import create_app
-from tests.billing_support import relay_process
-from tests.fakes.stripe_api import API_KEY as STRIPE_KEY
-from tests.support import MASTER_KEY, ProxyProcess, tenant_with_token, test_config
+from testkit.billing import relay_process
+from testkit.fakes.stripe_api import API_KEY as STRIPE_KEY
+from testkit.support import MASTER_KEY, ProxyProcess, tenant_with_token, test_config
 
 ADMIN_ROUTES = [
     ("GET", "/health"),  # would call every provider on our account

@@ -16,10 +16,9 @@ from decimal import Decimal
 import openai
 
 from billingproxy import db
-from billingproxy.reconcile import Reconciler
-from billingproxy.sinks import stripe_client
+from billingproxy.billing import Reconciler, stripe_client
 from billingproxy.tenants import TenantStore
-from tests.billing_support import (
+from testkit.billing import (
     drain,
     expected_micro_usd,
     make_relay,
@@ -29,8 +28,8 @@ from tests.billing_support import (
     store_usage,
     usage_records,
 )
-from tests.fakes.stripe_api import FakeStripe
-from tests.support import wait_until
+from testkit.fakes.stripe_api import FakeStripe
+from testkit.support import wait_until
 
 
 def tenants_with_customers(database_url: str, count: int, multipliers: dict[int, str] | None = None) -> list:
@@ -256,7 +255,7 @@ def test_stripe_calls_scale_with_tenants_times_windows_not_requests(billing_db: 
 
 
 def test_token_meters_and_markup(billing_db: str, fake_stripe: FakeStripe) -> None:
-    from billingproxy.settings import Meter
+    from billingproxy.config import Meter
 
     tenants = tenants_with_customers(billing_db, 1, {0: "1.5"})
     records = usage_records(tenants[0].id, windows=3, per_window=4)

@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from billingproxy import db
 from billingproxy.service import create_app
 from billingproxy.tenants import TenantStore
-from tests.billing_support import relay_settings
-from tests.fakes.stripe_api import FakeStripe
-from tests.support import MASTER_KEY, wait_until
+from testkit.billing import relay_settings
+from testkit.fakes.stripe_api import FakeStripe
+from testkit.support import MASTER_KEY, wait_until
 
 SECRET = "whsec_test_secret"
 

@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from billingproxy.auth import Authenticator, AuthError, KeyRecord, StoreUnavailable
-from billingproxy.settings import AuthSettings
+from billingproxy.access import Authenticator, KeyRecord, auth_metadata, limits_from_auth
+from billingproxy.config import AuthSettings
+from billingproxy.errors import Refusal, Unavailable
 from billingproxy.tokens import hash_token
 
 TOKEN = "sk-bp-" + "t" * 43
@@ -40,7 +41,7 @@ class Store:
     async def lookup(self, key_hash: str) -> KeyRecord | None:
         self.calls += 1
         if self.down:
-            raise StoreUnavailable("database is down")
+            raise Unavailable("database is down")
         return self.result if self.result and self.result.key_hash == key_hash else None
 
 
@@ -58,7 +59,7 @@ async def test_warm_key_needs_no_lookup_until_the_ttl_passes():
     store, clock = Store(record()), Clock()
     auth = make(store, clock)
     for _ in range(5):
-        assert (await auth.authenticate(f"Bearer {TOKEN}")).tenant_id == "tn_1"
+        assert (await auth.authenticate(f"Bearer {TOKEN}")).record.tenant_id == "tn_1"
     assert store.calls == 1
     clock.now += 10.1
     await auth.authenticate(TOKEN)
@@ -69,12 +70,12 @@ async def test_unknown_keys_are_cached_negatively_for_a_shorter_time():
     store, clock = Store(None), Clock()
     auth = make(store, clock)
     for _ in range(3):
-        with pytest.raises(AuthError) as caught:
+        with pytest.raises(Refusal) as caught:
             await auth.authenticate("sk-bp-unknown")
         assert caught.value.status == 401
     assert store.calls == 1
     clock.now += 5.1
-    with pytest.raises(AuthError):
+    with pytest.raises(Refusal):
         await auth.authenticate("sk-bp-unknown")
     assert store.calls == 2
 
@@ -86,16 +87,16 @@ async def test_revocation_suspension_and_expiry_are_seen_after_the_ttl():
     store.result = record(revoked_at=datetime.now(UTC))
     await auth.authenticate(TOKEN)  # still cached
     clock.now += 11
-    with pytest.raises(AuthError, match="revoked"):
+    with pytest.raises(Refusal, match="revoked"):
         await auth.authenticate(TOKEN)
     store.result = record(tenant_status="suspended")
     clock.now += 11
-    with pytest.raises(AuthError) as caught:
+    with pytest.raises(Refusal) as caught:
         await auth.authenticate(TOKEN)
     assert (caught.value.status, caught.value.code) == (403, "tenant_suspended")
     store.result = record(expires_at=datetime.now(UTC) - timedelta(seconds=1))
     clock.now += 11
-    with pytest.raises(AuthError, match="expired"):
+    with pytest.raises(Refusal, match="expired"):
         await auth.authenticate(TOKEN)
 
 
@@ -105,8 +106,8 @@ async def test_database_outage_serves_cached_keys_and_refuses_unknown_ones_with_
     await auth.authenticate(TOKEN)
     store.down = True
     clock.now += 60  # well past the TTL
-    assert (await auth.authenticate(TOKEN)).tenant_id == "tn_1"
-    with pytest.raises(AuthError) as caught:
+    assert (await auth.authenticate(TOKEN)).record.tenant_id == "tn_1"
+    with pytest.raises(Refusal) as caught:
         await auth.authenticate("sk-bp-someone-else")
     assert (caught.value.status, caught.value.code) == (503, "auth_unavailable")
 
@@ -115,7 +116,7 @@ async def test_master_key_and_missing_token():
     auth = make(Store(None), Clock())
     assert (await auth.authenticate(MASTER)).is_admin
     for missing in (None, "", "Bearer ", "   "):
-        with pytest.raises(AuthError) as caught:
+        with pytest.raises(Refusal) as caught:
             await auth.authenticate(missing)
         assert caught.value.code == "missing_api_key"
 
@@ -124,7 +125,7 @@ async def test_cache_is_bounded():
     store, clock = Store(None), Clock()
     auth = make(store, clock, cache_size=3)
     for i in range(10):
-        with pytest.raises(AuthError):
+        with pytest.raises(Refusal):
             await auth.authenticate(f"sk-bp-{i}")
     assert len(auth._cache) == 3
 
@@ -132,5 +133,7 @@ async def test_cache_is_bounded():
 async def test_allow_list():
     auth = make(Store(record()), Clock())
     principal = await auth.authenticate(TOKEN)
-    assert principal.may_use("gpt-4o") and not principal.may_use("gpt-4o-mini")
-    assert (await auth.authenticate(MASTER)).may_use("anything")
+    limits = limits_from_auth(auth_metadata(principal.record), principal.record.allowed_models)
+    assert limits.allows("gpt-4o") and not limits.allows("gpt-4o-mini")
+    master = await auth.authenticate(MASTER)
+    assert master.is_admin and limits_from_auth(None, None) is None  # the master key has no tenant limits

@@ -8,9 +8,9 @@ from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from billingproxy.outbox import MICRO, WindowDelta, identifier, plan_entries
-from billingproxy.pricing import COST_QUANTUM, ModelPrice
-from billingproxy.settings import Meter
+from billingproxy.billing import MICRO, WindowDelta, identifier, plan_entries
+from billingproxy.config import Meter
+from billingproxy.metering import COST_QUANTUM, ModelPrice
 
 COST = Meter("cost", "cost_microusd")
 TOKENS_IN = Meter("in", "input_tokens")

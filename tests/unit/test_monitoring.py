@@ -15,8 +15,8 @@ import jsonschema
 import pytest
 import yaml
 
-from billingproxy.request_log import MESSAGE, fields
-from billingproxy.usage import UsageRecord
+from billingproxy.metering import UsageRecord
+from billingproxy.metering.request_log import MESSAGE, fields
 
 MONITORING = Path(__file__).resolve().parents[2] / "monitoring"
 METRICS = sorted((MONITORING / "metrics").glob("*.yaml"))
@@ -26,14 +26,14 @@ COMPARISON = re.compile(r'jsonPayload\.([A-Za-z_]+)\s*(=|>=|>|<=|<|!=)\s*("?[^"\
 
 
 def emitted_line(status: str = "success") -> dict:
-    record = UsageRecord(
+    record = UsageRecord.from_json(dict(
         request_id="req-1", tenant_id="tn_1", api_key_id="key_1", model="gpt-4o", model_group="gpt-4o",
         provider="openai", call_type="acompletion", prompt_tokens=10, completion_tokens=5, cached_tokens=2,
         reasoning_tokens=0, total_tokens=15, cost_usd=Decimal("0.0000725000"), latency_ms=321, status=status,
         http_status=200 if status == "success" else 500, error_type=None if status == "success" else "APIError",
         stream=False, cache_hit=False, customer_id="cus_1", trace_id="ab" * 16,
         start_time=datetime(2026, 11, 1, tzinfo=UTC), end_time=datetime(2026, 11, 1, tzinfo=UTC),
-    )  # fmt: skip
+    ))  # fmt: skip
     severity = {"success": "INFO", "failure": "ERROR"}[status]
     return {"severity": severity, "message": MESSAGE, **json.loads(json.dumps(fields(record, "proj")))}
 

@@ -6,9 +6,9 @@ from decimal import Decimal
 
 import pytest
 
-from billingproxy.pricing import PriceError, PriceTable
-from billingproxy.usage import UsageRecord, record_from_payload
-from tests.support import REPO
+from billingproxy.metering import PriceError, PriceTable, UsageRecord
+from billingproxy.proxy.payload import record_from_payload
+from testkit.support import REPO
 
 PRICES = PriceTable.from_config(REPO / "config.yaml")
 

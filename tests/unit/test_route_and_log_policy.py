@@ -8,9 +8,9 @@ import logging
 
 import pytest
 
-from billingproxy.auth import AuthError
-from billingproxy.log_redaction import ExceptionTextFilter
-from billingproxy.routes import check_tenant_route, tenant_may_call
+from billingproxy.access import check_tenant_route, tenant_may_call
+from billingproxy.errors import Refusal
+from billingproxy.proxy.log_redaction import ExceptionTextFilter
 
 ALLOWED = [
     "/v1/chat/completions",
@@ -49,7 +49,7 @@ def test_tenants_may_call_the_metered_routes(route: str) -> None:
 @pytest.mark.parametrize("route", REFUSED)
 def test_everything_else_needs_the_master_key(route: str) -> None:
     assert not tenant_may_call(route)
-    with pytest.raises(AuthError) as refused:
+    with pytest.raises(Refusal) as refused:
         check_tenant_route(route)
     assert (refused.value.status, refused.value.code) == (403, "route_not_allowed")
 

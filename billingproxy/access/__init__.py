@@ -1,0 +1,28 @@
+"""Who is calling: gateway tokens to tenants (cached), the routes a tenant may call, and the
+metadata our auth hands LiteLLM and reads back."""
+
+from billingproxy.access.auth import Authenticator, KeyRecord, Principal
+from billingproxy.access.identity import (
+    TenantLimits,
+    auth_metadata,
+    auth_metadata_of_payload,
+    limiter_identity,
+    limits_from_auth,
+)
+from billingproxy.access.keystore import KeyStore
+from billingproxy.access.routes import TENANT_ROUTES, check_tenant_route, tenant_may_call
+
+__all__ = [
+    "TENANT_ROUTES",
+    "Authenticator",
+    "KeyRecord",
+    "KeyStore",
+    "Principal",
+    "TenantLimits",
+    "auth_metadata",
+    "auth_metadata_of_payload",
+    "check_tenant_route",
+    "limiter_identity",
+    "limits_from_auth",
+    "tenant_may_call",
+]

@@ -1,0 +1,171 @@
+"""Token → tenant resolution with a per-process cache.
+
+A warm request costs one SHA-256 and one dict lookup: no database query. Positive and negative
+answers are cached for a short TTL (so revocations and suspensions take effect within it). If
+the database is unreachable, keys already in the cache keep working (stale-if-error, bounded
+by ``stale_max_s``) and unknown keys are refused with 503: the gateway fails closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from billingproxy.config import AuthSettings
+from billingproxy.errors import Refusal, Unavailable
+from billingproxy.tenants import key_state
+from billingproxy.tokens import constant_time_equals, hash_token
+
+__all__ = ["Authenticator", "KeyRecord", "Principal", "strip_bearer"]
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """One API key joined with its tenant, as the key store returns it."""
+
+    key_id: str | None
+    key_hash: str
+    tenant_id: str
+    tenant_name: str
+    tenant_status: str
+    allowed_models: tuple[str, ...]
+    rpm_limit: int | None
+    tpm_limit: int | None
+    budget_usd: Decimal | None
+    budget_period: str
+    customer_id: str | None
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a tenant key, or the admin master key."""
+
+    key_hash: str
+    is_admin: bool = False
+    record: KeyRecord | None = None
+
+
+KeyLookup = Callable[[str], Awaitable[KeyRecord | None]]
+TenantLookup = Callable[[str], Awaitable[KeyRecord | None]]
+
+
+class _Entry:
+    __slots__ = ("fetched_at", "record")
+
+    def __init__(self, record: KeyRecord | None, fetched_at: float) -> None:
+        self.record = record
+        self.fetched_at = fetched_at
+
+
+class Authenticator:
+    def __init__(
+        self,
+        settings: AuthSettings,
+        *,
+        lookup_key: KeyLookup,
+        lookup_tenant: TenantLookup,
+        master_key: str | None,
+        stale_max_s: float = 900.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self._lookup_key = lookup_key
+        self._lookup_tenant = lookup_tenant
+        self._master_key = master_key
+        self._stale_max_s = stale_max_s
+        self._clock = clock
+        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        self._inflight: dict[str, asyncio.Future[KeyRecord | None]] = {}
+        self.db_lookups = 0  # observable in tests and benchmarks
+
+    async def authenticate(self, token: str | None) -> Principal:
+        token = strip_bearer(token)
+        if not token:
+            raise Refusal(401, "missing_api_key", "Missing API key: send 'Authorization: Bearer <token>'.")
+        if self._master_key and constant_time_equals(token, self._master_key):
+            return Principal(key_hash=hash_token(token), is_admin=True)
+        gateway = self.settings.gateway_token
+        if gateway and self.settings.gateway_tenant and constant_time_equals(token, gateway):
+            record = await self._cached(
+                "gateway:" + self.settings.gateway_tenant,
+                lambda: self._lookup_tenant(self.settings.gateway_tenant or ""),
+            )
+        else:
+            key_hash = hash_token(token)
+            record = await self._cached(key_hash, lambda: self._lookup_key(key_hash))
+        return Principal(key_hash=record.key_hash, record=_check_usable(record))
+
+    async def _cached(self, cache_key: str, fetch: Callable[[], Awaitable[KeyRecord | None]]) -> KeyRecord:
+        now = self._clock()
+        entry = self._cache.get(cache_key)
+        if entry is not None:
+            ttl = self.settings.cache_ttl_s if entry.record else self.settings.negative_ttl_s
+            if now - entry.fetched_at < ttl:
+                return _known(entry.record)
+        try:
+            record = await self._single_flight(cache_key, fetch)
+        except Unavailable:
+            if entry is not None and entry.record is not None and now - entry.fetched_at < self._stale_max_s:
+                return entry.record  # stale-if-error: keep serving known keys during an outage
+            raise Refusal(503, "auth_unavailable", "Authentication is temporarily unavailable; retry.") from None
+        self._store(cache_key, _Entry(record, self._clock()))
+        return _known(record)
+
+    async def _single_flight(self, cache_key: str, fetch: Callable[[], Awaitable[KeyRecord | None]]):
+        """Concurrent misses for one key share a single database query."""
+        pending = self._inflight.get(cache_key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[KeyRecord | None] = asyncio.get_running_loop().create_future()
+        self._inflight[cache_key] = future
+        try:
+            self.db_lookups += 1
+            result = await fetch()
+            future.set_result(result)
+            return result
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            del self._inflight[cache_key]
+
+    def _store(self, cache_key: str, entry: _Entry) -> None:
+        self._cache[cache_key] = entry
+        self._cache.move_to_end(cache_key)
+        while len(self._cache) > self.settings.cache_size:
+            self._cache.popitem(last=False)
+
+
+def strip_bearer(token: str | None) -> str | None:
+    if token is None:
+        return None
+    parts = token.split(None, 1)
+    if parts and parts[0].lower() == "bearer":
+        parts = parts[1:]
+    return parts[0].strip() if parts else None
+
+
+def _known(record: KeyRecord | None) -> KeyRecord:
+    if record is None:
+        raise Refusal(401, "invalid_api_key", "Invalid API key.")
+    return record
+
+
+_UNUSABLE = {"revoked": "API key has been revoked.", "expired": "API key has expired."}
+
+
+def _check_usable(record: KeyRecord) -> KeyRecord:
+    state = key_state(record.revoked_at, record.expires_at)
+    if state != "active":
+        raise Refusal(401, "invalid_api_key", _UNUSABLE[state])
+    if record.tenant_status != "active":
+        raise Refusal(403, "tenant_suspended", f"Tenant {record.tenant_name} is suspended.")
+    return record

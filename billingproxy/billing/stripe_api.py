@@ -1,0 +1,91 @@
+"""Every call BillingProxy makes to Stripe, through the official SDK, in one place.
+
+The client is built without SDK retries: the relay retries itself (the SDK does not retry a
+plain 429) and counts its tries. ``STRIPE_API_BASE`` points the SDK at a local fake in tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import stripe
+
+from billingproxy.config import BillingSettings
+from billingproxy.errors import ConfigError, NotFound
+
+__all__ = ["StripeApi", "stripe_client", "verify_signature"]
+
+
+def stripe_client(settings: BillingSettings) -> stripe.StripeClient:
+    if not settings.stripe_api_key:
+        raise ConfigError("STRIPE_API_KEY is not set")
+    addresses = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
+    return stripe.StripeClient(
+        settings.stripe_api_key,
+        base_addresses=addresses,  # type: ignore[arg-type]
+        max_network_retries=0,
+        http_client=stripe.RequestsClient(timeout=settings.stripe_timeout_s),
+    )
+
+
+def verify_signature(payload: str, signature: str, secret: str, tolerance_s: int) -> None:
+    """Raises ``stripe.SignatureVerificationError`` unless the webhook signature is valid and fresh."""
+    stripe.WebhookSignature.verify_header(payload, signature, secret, tolerance_s)
+
+
+class StripeApi:
+    def __init__(self, client: stripe.StripeClient) -> None:
+        self.client = client
+        self._meter_ids: dict[str, str] | None = None
+
+    def create_meter_event(
+        self, event_name: str, customer_id: str, value: int, identifier: str, timestamp: int
+    ) -> None:
+        """One v1 meter event; the identifier is also the idempotency key."""
+        self.client.v1.billing.meter_events.create(
+            params={
+                "event_name": event_name,
+                "payload": {"stripe_customer_id": customer_id, "value": str(value)},
+                "identifier": identifier,
+                "timestamp": timestamp,
+            },
+            options={"idempotency_key": identifier},
+        )
+
+    def cancel_meter_event(self, event_name: str, identifier: str) -> None:
+        """A meter event adjustment cancelling one of our events (Stripe allows it within 24 h)."""
+        self.client.v1.billing.meter_event_adjustments.create(
+            params={"event_name": event_name, "type": "cancel", "cancel": {"identifier": identifier}}
+        )
+
+    def meter_id(self, event_name: str) -> str:
+        if self._meter_ids is None:
+            meters = self.client.v1.billing.meters.list(params={"limit": 100}).auto_paging_iter()
+            self._meter_ids = {meter.event_name: meter.id for meter in meters}
+        if event_name not in self._meter_ids:
+            raise NotFound(f"Stripe has no meter for event name {event_name!r}")
+        return self._meter_ids[event_name]
+
+    def hourly_summaries(
+        self, event_name: str, customer: str, start: datetime, end: datetime
+    ) -> Iterator[tuple[datetime, int]]:
+        """Stripe's hourly totals (hour start, aggregated value) for one customer and meter."""
+        summaries = self.client.v1.billing.meters.event_summaries.list(
+            self.meter_id(event_name),
+            params={
+                "customer": customer,
+                "start_time": int(start.timestamp()),
+                "end_time": int(end.timestamp()),
+                "value_grouping_window": "hour",
+                "limit": 100,
+            },
+        ).auto_paging_iter()
+        for summary in summaries:
+            yield datetime.fromtimestamp(summary.start_time, UTC), int(Decimal(str(summary.aggregated_value)))
+
+    def event_data(self, event_id: str) -> dict[str, Any]:
+        """A thin (v2) event's data, fetched from Stripe."""
+        return self.client.v2.core.events.retrieve(event_id).to_dict().get("data") or {}

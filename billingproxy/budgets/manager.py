@@ -1,0 +1,231 @@
+"""Per-tenant budgets that hold under concurrency and across instances.
+
+Before the upstream call a request reserves its *maximum possible cost*; when it ends the
+reservation is settled to the real cost (or released on failure). Reservations come from a
+slice of the tenant's remaining budget that this instance leased from the shared store, so the
+common case costs no I/O; the store is asked again only when the slice runs out. Slices are a
+fraction of what remains, so they shrink near the end of the budget, down to one request.
+
+Invariant: the store grants a slice only from ``budget - spent - slices held by everyone``, and
+a request is admitted only against a slice, so admitted maximum costs never exceed the budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Protocol
+
+from billingproxy.errors import BillingProxyError, Unavailable
+from billingproxy.metering import ZERO
+from billingproxy.tenants import period_start
+
+__all__ = [
+    "THRESHOLDS",
+    "BudgetExceeded",
+    "BudgetManager",
+    "BudgetStore",
+    "BudgetStoreUnavailable",
+    "Grant",
+    "Report",
+    "Reservation",
+    "crossed_thresholds",
+]
+
+log = logging.getLogger("billingproxy.budget")
+
+THRESHOLDS = (50, 80, 100)
+
+
+# ---- the shared store --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Grant:
+    granted: Decimal  # the new unreserved slice for this holder (0: refused)
+    spent: Decimal
+    budget: Decimal
+
+    @property
+    def ok(self) -> bool:
+        return self.granted > 0
+
+
+@dataclass
+class Report:
+    """What one holder tells the store about one tenant-period."""
+
+    tenant_id: str
+    period_start: datetime
+    budget: Decimal
+    consumed: Decimal  # settled cost since the last report
+    holding: Decimal  # what the holder still keeps (reserved + unreserved)
+
+
+class BudgetStore(Protocol):
+    async def acquire(self, holder: str, report: Report, reserved: Decimal, want: Decimal, need: Decimal) -> Grant: ...
+
+    async def report(self, holder: str, reports: list[Report]) -> list[tuple[str, int, Decimal]]:
+        """Apply reports; returns (tenant, threshold %, spent) for thresholds newly crossed."""
+        ...
+
+
+# ---- this instance's view ----------------------------------------------------------------
+
+
+@dataclass
+class Lease:
+    tenant_id: str
+    period_start: datetime
+    budget: Decimal
+    available: Decimal = ZERO  # leased, not reserved
+    reserved: Decimal = ZERO  # held by requests in flight
+    consumed: Decimal = ZERO  # settled since the last report
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def _take_report(lease: Lease) -> Report:
+    """Snapshot for the store; the consumed amount moves into the report (no await in between)."""
+    report = Report(lease.tenant_id, lease.period_start, lease.budget, lease.consumed, lease.available + lease.reserved)
+    lease.consumed = ZERO
+    return report
+
+
+@dataclass(frozen=True)
+class Reservation:
+    request_id: str
+    lease: Lease
+    amount: Decimal
+    created: float
+
+
+class BudgetStoreUnavailable(Unavailable):
+    """The shared store could not be reached to refill a slice."""
+
+
+class BudgetExceeded(BillingProxyError):
+    def __init__(self, tenant_id: str, budget: Decimal, period: str) -> None:
+        super().__init__(f"Budget exceeded: the {period} budget of {budget} USD has no room left for this request.")
+        self.tenant_id = tenant_id
+
+
+class BudgetManager:
+    def __init__(
+        self,
+        store: BudgetStore,
+        holder: str,
+        *,
+        slice_fraction: Decimal = Decimal("0.1"),
+        reservation_timeout_s: float = 1800,
+        on_threshold: Callable[[str, int, Decimal], Awaitable[None]] | None = None,
+    ) -> None:
+        self.on_threshold = on_threshold  # optional: told of every threshold crossing (a webhook)
+        self.store = store
+        self.holder = holder
+        self.slice_fraction = slice_fraction
+        self.reservation_timeout_s = reservation_timeout_s
+        self._leases: dict[tuple[str, datetime], Lease] = {}
+        self._reservations: dict[str, Reservation] = {}
+        self.store_calls = 0
+
+    # request path
+
+    async def reserve(
+        self, request_id: str, tenant_id: str, budget: Decimal, period: str, amount: Decimal
+    ) -> Reservation:
+        start = period_start(period)
+        lease = self._leases.get((tenant_id, start))
+        if lease is None or lease.budget != budget:
+            lease = self._leases.setdefault((tenant_id, start), Lease(tenant_id, start, budget))
+            lease.budget = budget
+        if lease.available < amount:  # slow path: one store round trip, one per tenant at a time
+            async with lease.lock:
+                if lease.available < amount:
+                    await self._refill(lease, amount)
+        if lease.available < amount:
+            raise BudgetExceeded(tenant_id, budget, period)
+        lease.available -= amount
+        lease.reserved += amount
+        reservation = Reservation(request_id, lease, amount, time.monotonic())
+        self._reservations[request_id] = reservation
+        return reservation
+
+    async def _refill(self, lease: Lease, need: Decimal) -> None:
+        """Caller holds ``lease.lock``. Reports settled spend and asks for a new slice."""
+        report = _take_report(lease)
+        want = max(need, (lease.budget * self.slice_fraction).quantize(Decimal("1e-10")))
+        self.store_calls += 1
+        try:
+            grant = await self.store.acquire(self.holder, report, lease.reserved, want, need)
+        except BaseException:
+            lease.consumed += report.consumed  # not counted: report it next time
+            raise
+        lease.available = grant.granted
+
+    def settle(self, request_id: str, actual: Decimal) -> None:
+        """The request ended with cost ``actual`` (0 releases the reservation)."""
+        reservation = self._reservations.pop(request_id, None)
+        if reservation is None:
+            return
+        lease = reservation.lease
+        lease.reserved -= reservation.amount
+        lease.consumed += actual
+        lease.available += reservation.amount - actual
+
+    # background
+
+    def expire_stale(self) -> int:
+        """Release reservations whose request never reported back (crashed handler, lost callback)."""
+        cutoff = time.monotonic() - self.reservation_timeout_s
+        stale = [rid for rid, r in self._reservations.items() if r.created < cutoff]
+        for request_id in stale:
+            self.settle(request_id, ZERO)
+        return len(stale)
+
+    async def flush(self) -> None:
+        """Report settled spend and renew slices; announce thresholds crossed (once each)."""
+        self.expire_stale()
+        leases = list(self._leases.values())
+        if not leases:
+            return
+        async with contextlib.AsyncExitStack() as stack:
+            # Hold every lease's lock: a refill must not interleave with this report.
+            for lease in leases:
+                await stack.enter_async_context(lease.lock)
+            reports = [_take_report(lease) for lease in leases]
+            try:
+                crossed = await self.store.report(self.holder, reports)
+            except BaseException:
+                for lease, report in zip(leases, reports, strict=True):
+                    lease.consumed += report.consumed
+                raise
+        for tenant_id, threshold, spent in crossed:
+            log.warning(
+                "tenant %s crossed %d%% of its budget (spent %s USD)",
+                tenant_id,
+                threshold,
+                spent,
+                extra={"tenant_id": tenant_id, "budget_threshold_pct": threshold, "spent_usd": str(spent)},
+            )
+            if self.on_threshold is not None:
+                await self.on_threshold(tenant_id, threshold, spent)
+
+    async def run(self, interval_s: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.flush()
+            except Exception:  # keep renewing: a failed report is retried with the next one
+                log.warning("budget report failed", exc_info=True)
+
+
+def crossed_thresholds(spent: Decimal, budget: Decimal, already: int) -> list[int]:
+    """Thresholds (%) reached by ``spent`` and not announced yet (``already`` is the highest announced)."""
+    pct = Decimal(100) if budget <= 0 else spent / budget * 100
+    return [t for t in THRESHOLDS if already < t <= pct]

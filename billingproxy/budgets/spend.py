@@ -1,0 +1,35 @@
+"""What a tenant has spent, reserved and has left this period (read-only; CLI, admin API, console)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+import psycopg
+
+from billingproxy.metering import ZERO
+
+__all__ = ["DERIVED_SPEND_SQL", "period_status"]
+
+# What the usage rows say was spent: catches reports lost with a crashed instance.
+DERIVED_SPEND_SQL = """SELECT coalesce(sum(cost_usd), 0) AS spent FROM usage_daily
+    WHERE tenant_id = %s AND day >= (%s AT TIME ZONE 'UTC')::date"""
+
+
+def period_status(conn: psycopg.Connection, tenant_id: str, start: datetime, budget: Decimal | None) -> dict:
+    """Spend, reserved (slices held by live instances) and remaining, for the CLI and admin API.
+
+    ``conn`` must return dict rows (billingproxy.db.connect does).
+    """
+    reported = conn.execute(
+        "SELECT spent FROM budget_spend WHERE tenant_id = %s AND period_start = %s", (tenant_id, start)
+    ).fetchone()
+    derived = conn.execute(DERIVED_SPEND_SQL, (tenant_id, start)).fetchone()["spent"]
+    held = conn.execute(
+        """SELECT coalesce(sum(amount), 0) AS held FROM budget_leases
+           WHERE tenant_id = %s AND period_start = %s AND expires_at > now()""",
+        (tenant_id, start),
+    ).fetchone()["held"]
+    spent = max(reported["spent"] if reported else ZERO, derived)
+    remaining = None if budget is None else max(budget - spent - held, ZERO)
+    return {"period_start": start, "spent_usd": spent, "reserved_usd": held, "remaining_usd": remaining}

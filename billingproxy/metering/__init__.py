@@ -1,0 +1,45 @@
+"""Metering: what a request costs, its usage record, where records are written (batched, spilled,
+replayed), the JSON request line, and the usage reports."""
+
+from billingproxy.metering.accrual import WindowDelta
+from billingproxy.metering.pricing import (
+    COST_QUANTUM,
+    OUTPUT_LIMITS,
+    ZERO,
+    ModelPrice,
+    PriceError,
+    PriceTable,
+    max_cost,
+    output_token_limit,
+    prompt_token_bound,
+)
+from billingproxy.metering.record import STATUSES, UsageRecord, charged
+from billingproxy.metering.replay import replay_files, replay_records
+from billingproxy.metering.reports import UsageReport, usage_report
+from billingproxy.metering.spill import SpillFile, read_records
+from billingproxy.metering.store import UsageStore
+from billingproxy.metering.writer import UsageWriter
+
+__all__ = [
+    "COST_QUANTUM",
+    "OUTPUT_LIMITS",
+    "STATUSES",
+    "ZERO",
+    "ModelPrice",
+    "PriceError",
+    "PriceTable",
+    "SpillFile",
+    "UsageRecord",
+    "UsageReport",
+    "UsageStore",
+    "UsageWriter",
+    "WindowDelta",
+    "charged",
+    "max_cost",
+    "output_token_limit",
+    "prompt_token_bound",
+    "read_records",
+    "replay_files",
+    "replay_records",
+    "usage_report",
+]

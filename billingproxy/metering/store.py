@@ -1,0 +1,161 @@
+"""Writes batches of usage records to PostgreSQL, exactly once per request.
+
+One transaction per batch, which lands whole or not at all. The fast path COPYs the batch
+straight into ``litellm_usage``; if any row is already stored (a retried batch, a spill file or
+log replay) the primary key refuses the COPY and the batch goes through the idempotent path
+instead: COPY into a staging table, then ``INSERT … ON CONFLICT DO NOTHING``. Either way the
+``usage_daily`` rollup and the ``billing_accrual`` totals (the Stripe outbox's input) are updated
+in the same transaction from exactly the rows inserted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import fields
+from datetime import UTC, datetime
+from decimal import Decimal
+from operator import attrgetter
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import tuple_row
+
+from billingproxy.config import billing_window_s
+from billingproxy.metering import accrual
+from billingproxy.metering.record import UsageRecord
+
+__all__ = ["COLUMNS", "COPY_TYPES", "DIRECT_COPY", "UsageStore", "rollup_rows", "row_values"]
+
+_FIELDS = [f.name for f in fields(UsageRecord)]
+COLUMNS = sql.SQL(", ").join(map(sql.Identifier, _FIELDS))
+
+DIRECT_COPY = sql.SQL("COPY litellm_usage ({columns}) FROM STDIN (FORMAT BINARY)").format(columns=COLUMNS)
+# Binary COPY skips text formatting and parsing on both sides; it needs each column's type.
+_NON_TEXT = {"cost_usd": "numeric", "http_status": "int2", "stream": "bool", "cache_hit": "bool"}
+_NON_TEXT |= {name: "int4" for name in _FIELDS if name.endswith("_tokens") or name == "latency_ms"}
+_NON_TEXT |= {"start_time": "timestamptz", "end_time": "timestamptz"}
+COPY_TYPES = [_NON_TEXT.get(name, "text") for name in _FIELDS]
+
+_STAGE = sql.SQL("""CREATE TEMP TABLE IF NOT EXISTS usage_stage
+    ON COMMIT DELETE ROWS AS SELECT {columns} FROM litellm_usage WITH NO DATA""").format(columns=COLUMNS)
+
+_COPY = sql.SQL("COPY usage_stage ({columns}) FROM STDIN").format(columns=COLUMNS)
+
+_INSERT_NEW = sql.SQL("""INSERT INTO litellm_usage ({columns}) SELECT {columns} FROM usage_stage
+    ON CONFLICT (request_id, start_time) DO NOTHING RETURNING request_id, start_time""").format(columns=COLUMNS)
+
+_ROLLUP = """
+INSERT INTO usage_daily AS d (day, tenant_id, model, requests, failures, rejected, prompt_tokens,
+                              completion_tokens, cached_tokens, total_tokens, cost_usd)
+SELECT * FROM unnest(%s::date[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[],
+                     %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::numeric[])
+ON CONFLICT (day, tenant_id, model) DO UPDATE SET
+    requests = d.requests + excluded.requests,
+    failures = d.failures + excluded.failures,
+    rejected = d.rejected + excluded.rejected,
+    prompt_tokens = d.prompt_tokens + excluded.prompt_tokens,
+    completion_tokens = d.completion_tokens + excluded.completion_tokens,
+    cached_tokens = d.cached_tokens + excluded.cached_tokens,
+    total_tokens = d.total_tokens + excluded.total_tokens,
+    cost_usd = d.cost_usd + excluded.cost_usd"""
+
+row_values = attrgetter(*_FIELDS)  # a record's column values, in COPY order, as one tuple
+_rollup_values = attrgetter(
+    "start_time",
+    "tenant_id",
+    "model",
+    "status",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "total_tokens",
+    "cost_usd",
+)
+
+
+def rollup_rows(records: Sequence[UsageRecord]) -> list[list]:
+    """The batch summed per (UTC day, tenant, model), as columns for ``unnest``."""
+    sums: dict[tuple, list] = {}
+    for start, tenant, model, status, prompt, completion, cached, total, cost in map(_rollup_values, records):
+        key = (start.astimezone(UTC).date(), tenant, model)
+        row = sums.get(key)
+        if row is None:
+            row = sums[key] = [0, 0, 0, 0, 0, 0, 0, Decimal(0)]
+        row[0] += 1
+        if status != "success":
+            row[1 if status == "failure" else 2] += 1
+        row[3] += prompt
+        row[4] += completion
+        row[5] += cached
+        row[6] += total
+        row[7] += cost
+    return accrual.columns_of(sums)
+
+
+def _month(ts: datetime) -> tuple[int, int]:
+    utc = ts.astimezone(UTC)
+    return utc.year, utc.month
+
+
+class UsageStore:
+    """Batch writes on one dedicated synchronous connection (the caller reconnects on failure).
+
+    Synchronous on purpose: the writer runs on its own thread, and a sync COPY formats rows
+    ~20 % faster than the async one.
+    """
+
+    def __init__(self, window_s: int | None = None) -> None:
+        self._partitions: set[tuple[int, int]] = set()
+        self.window_s = window_s or billing_window_s()
+
+    def write(self, conn: psycopg.Connection, records: Sequence[UsageRecord]) -> int:
+        """Store the batch; returns how many rows were new (the rest were already stored)."""
+        if not records:
+            return 0
+        try:
+            try:
+                return self._write_direct(conn, records)
+            except psycopg.errors.UniqueViolation:
+                return self._write_idempotent(conn, records)
+        except BaseException:
+            self._partitions.clear()  # a partition created in a failed transaction is gone again
+            raise
+
+    def _write_direct(self, conn: psycopg.Connection, records: Sequence[UsageRecord]) -> int:
+        with conn.transaction():
+            self._ensure_partitions(conn, records)
+            with conn.cursor().copy(DIRECT_COPY) as copy:
+                copy.set_types(COPY_TYPES)
+                for values in map(row_values, records):
+                    copy.write_row(values)
+            self._roll_up(conn, records)
+        return len(records)
+
+    def _write_idempotent(self, conn: psycopg.Connection, records: Sequence[UsageRecord]) -> int:
+        with conn.transaction():
+            self._ensure_partitions(conn, records)
+            conn.execute(_STAGE)
+            with conn.cursor().copy(_COPY) as copy:
+                for values in map(row_values, records):
+                    copy.write_row(values)
+            with conn.cursor(row_factory=tuple_row) as cursor:
+                inserted = set(cursor.execute(_INSERT_NEW).fetchall())
+            new = [r for r in records if (r.request_id, r.start_time) in inserted]
+            unique = list({(r.request_id, r.start_time): r for r in new}.values())
+            self._roll_up(conn, unique)
+        return len(unique)
+
+    def _roll_up(self, conn: psycopg.Connection, records: Sequence[UsageRecord]) -> None:
+        """The daily rollup and the billing accrual, from exactly the rows this transaction inserts."""
+        columns = rollup_rows(records)
+        if columns:
+            conn.execute(_ROLLUP, columns)
+        accrual.accrue(conn, records, self.window_s)
+
+    def _ensure_partitions(self, conn: psycopg.Connection, records: Sequence[UsageRecord]) -> None:
+        """Create missing month partitions (cached: normally one check per month per process)."""
+        for record in records:
+            month = _month(record.start_time)
+            if month not in self._partitions:
+                conn.execute("SELECT billingproxy_ensure_usage_partition(%s)", (record.start_time,))
+                self._partitions.add(month)

@@ -1,0 +1,78 @@
+"""The facade ``callbacks/`` calls: start-up, authentication, admission and the post-call pipeline.
+
+Everything LiteLLM-facing goes through here, so the adapters in ``callbacks/`` stay thin and
+import only this package and ``billingproxy.errors``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+from billingproxy import logs, shutdown
+from billingproxy.access import KeyRecord, Principal, auth_metadata, check_tenant_route, limiter_identity
+from billingproxy.access import limits_from_auth as _limits_from_auth
+from billingproxy.config import AuthSettings, WriterSettings
+from billingproxy.proxy import log_redaction, runtime
+from billingproxy.proxy.admission import admit as _admit
+from billingproxy.proxy.pipeline import record_usage
+
+__all__ = [
+    "KeyRecord",
+    "Principal",
+    "admit_request",
+    "auth_metadata",
+    "authenticate",
+    "limiter_identity",
+    "max_body_bytes",
+    "on_exit",
+    "record_usage",
+    "start",
+]
+
+_started = False
+
+
+def start() -> None:
+    """Once per process, when LiteLLM loads our callbacks: settings and prices are validated (a bad
+    value stops the proxy with a ``ConfigError`` naming it) and our log handling is installed."""
+    global _started
+    if _started:
+        return
+    runtime.settings()
+    runtime.prices()
+    AuthSettings.from_env()
+    WriterSettings.from_env()
+    logs.configure()  # our operational lines are JSON on stdout, like the request lines
+    log_redaction.install()  # LiteLLM's error lines must not carry provider text quoting prompts
+    _started = True
+
+
+async def authenticate(token: str | None, route: str) -> Principal:
+    """The caller behind a token, allowed on ``route``; raises ``Refusal`` otherwise."""
+    principal = await runtime.authenticator().authenticate(token)
+    if not principal.is_admin:
+        check_tenant_route(route)
+    return principal
+
+
+def max_body_bytes() -> int:
+    return runtime.settings().max_body_bytes
+
+
+async def admit_request(
+    auth_meta: Mapping[str, Any] | None,
+    models: Iterable[str] | None,
+    request_id: str,
+    call_type: str,
+    body: dict[str, Any],
+) -> None:
+    """Admission for a request our auth let in (a no-op for the master key); raises ``Refusal``."""
+    limits = _limits_from_auth(auth_meta, models)
+    if limits is not None:
+        await _admit(limits, request_id, call_type, body, runtime.prices(), runtime.budgets(), runtime.settings())
+
+
+def on_exit(name: str, drain: Callable[[], Awaitable[None]], order: int) -> None:
+    """Run ``drain`` at process exit (SIGTERM included), in ``order`` with our own drains."""
+    shutdown.on_exit(name, drain, order=order)

@@ -1,0 +1,130 @@
+"""Admission before the upstream call: the tenant's model allow-list and its budget.
+
+Called from LiteLLM's pre-call hook with the request body; raises ``billingproxy.errors.Refusal``
+with the HTTP status and OpenAI-style code the client should get. No network I/O unless this instance's
+budget slice for the tenant has run out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from billingproxy.access import TenantLimits
+from billingproxy.budgets import BudgetExceeded, BudgetManager, BudgetStoreUnavailable
+from billingproxy.config import ProxySettings
+from billingproxy.errors import Refusal
+from billingproxy.metering import OUTPUT_LIMITS, PriceTable, max_cost, output_token_limit
+
+__all__ = ["TenantLimits", "admit", "check_chat_body", "check_output_limits"]
+
+_DEFAULTS = ProxySettings()
+# Where an absent output limit is filled in, so a reservation really bounds the cost.
+_OUTPUT_LIMIT_FIELD = {"acompletion": "max_tokens", "atext_completion": "max_tokens", "aresponses": "max_output_tokens"}
+
+
+def check_output_limits(body: dict[str, Any], max_output_tokens: int = _DEFAULTS.max_output_tokens) -> None:
+    """max_tokens & co. must be whole numbers in [1, max_output_tokens]: a negative or absurd
+    value would otherwise reach the provider (and the budget reservation) unchecked."""
+    for name in OUTPUT_LIMITS:
+        if name not in body or body[name] is None:
+            continue
+        value = body[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= max_output_tokens:
+            got = value if isinstance(value, int) and not isinstance(value, bool) else f"a {type(value).__name__}"
+            raise Refusal(
+                400,
+                "invalid_max_tokens",
+                f"'{name}' must be an integer between 1 and {max_output_tokens}, got {got}.",  # never echo text
+                "invalid_request_error",
+            )
+
+
+_NUMBER = (int, float)
+# Top-level chat fields and the JSON types they take. LiteLLM 1.106 answers a wrong-typed field
+# with a 500 (e.g. "'float' object is not iterable"); this turns it into a clear 400.
+_CHAT_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (str,),
+    "messages": (list,),
+    "tools": (list,),
+    "functions": (list,),
+    "tool_choice": (str, dict),
+    "temperature": _NUMBER,
+    "top_p": _NUMBER,
+    "presence_penalty": _NUMBER,
+    "frequency_penalty": _NUMBER,
+    "n": (int,),
+    "seed": (int,),
+    "stream": (bool,),
+    "stop": (str, list),
+    "user": (str,),
+    "response_format": (dict,),
+    "stream_options": (dict,),
+    "logit_bias": (dict,),
+    "metadata": (dict,),
+    "logprobs": (bool,),
+    "top_logprobs": (int,),
+    "parallel_tool_calls": (bool,),
+}
+
+
+def check_chat_body(body: dict[str, Any]) -> None:
+    """Wrong-typed chat fields get a 400 naming the field (a few µs: isinstance checks only)."""
+    for name, types in _CHAT_FIELD_TYPES.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        wrong_bool = isinstance(value, bool) and bool not in types
+        if wrong_bool or not isinstance(value, types):
+            expected = " or ".join(t.__name__ for t in types)
+            raise Refusal(400, "invalid_parameter", f"'{name}' must be {expected}.", "invalid_request_error")
+    for key in ("messages", "tools", "functions"):
+        if not all(isinstance(item, dict) for item in body.get(key) or ()):
+            raise Refusal(400, "invalid_parameter", f"'{key}' must be a list of objects.", "invalid_request_error")
+    for index, message in enumerate(body.get("messages") or ()):
+        _check_message(index, message)
+
+
+def _check_message(index: int, message: dict[str, Any]) -> None:
+    """A message's role is a string; its content a string, a list of parts (objects) or null."""
+    content = message.get("content")
+    if not isinstance(message.get("role", ""), str):
+        problem = "'role' must be a string"
+    elif not (content is None or isinstance(content, (str, list))):
+        problem = "'content' must be a string, a list of content parts or null"
+    elif isinstance(content, list) and not all(isinstance(part, dict) for part in content):
+        problem = "'content' parts must be objects"
+    else:
+        return
+    raise Refusal(400, "invalid_parameter", f"messages[{index}]: {problem}.", "invalid_request_error")
+
+
+async def admit(
+    limits: TenantLimits,
+    request_id: str,
+    call_type: str,
+    body: dict[str, Any],
+    prices: PriceTable,
+    budgets: BudgetManager,
+    settings: ProxySettings = _DEFAULTS,
+) -> None:
+    check_output_limits(body, settings.max_output_tokens)
+    if call_type == "acompletion":
+        check_chat_body(body)
+    model = str(body.get("model"))
+    if not limits.allows(model):
+        raise Refusal(403, "model_not_allowed", f"Model '{model}' is not allowed for this tenant.", "permission_error")
+    if limits.budget_usd is None:
+        return
+    limit_field = _OUTPUT_LIMIT_FIELD.get(call_type)
+    if limit_field and output_token_limit(body) is None:
+        body[limit_field] = settings.default_max_tokens  # the reservation below assumes this cap
+    amount = max_cost(prices, model, body, settings.default_max_tokens)
+    try:
+        await budgets.reserve(request_id, limits.tenant_id, limits.budget_usd, limits.budget_period, amount)
+    except BudgetExceeded as exc:
+        raise Refusal(429, "budget_exceeded", str(exc), "budget_exceeded") from None
+    except BudgetStoreUnavailable:
+        # Fail closed: without the store we cannot prove the request fits the budget.
+        raise Refusal(
+            503, "budget_unavailable", "Budget check temporarily unavailable; retry.", "service_unavailable"
+        ) from None

@@ -1,0 +1,116 @@
+"""Per-process singletons for the proxy: settings, the DB pool, the authenticator, the price
+table, the usage writer and the budget manager.
+
+``callbacks/`` files are executed afresh by LiteLLM for every reference in config.yaml, so
+shared state lives here, in a normally imported module: one instance per worker process.
+Pools, tasks and threads are created lazily inside the running event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+from functools import cache
+
+from psycopg_pool import AsyncConnectionPool
+
+from billingproxy import db, shutdown
+from billingproxy.access import Authenticator, KeyStore
+from billingproxy.budgets import BudgetManager, BudgetStore, PostgresBudgetStore, threshold_webhook
+from billingproxy.config import AuthSettings, ProxySettings, WriterSettings, database_url, master_key
+from billingproxy.metering import PriceTable, UsageWriter
+
+__all__ = ["authenticator", "budgets", "opened_pool", "pool", "prices", "settings", "writer"]
+
+
+@cache
+def settings() -> ProxySettings:
+    return ProxySettings.from_env()
+
+
+@cache
+def prices() -> PriceTable:
+    return PriceTable.from_config()
+
+
+@cache
+def pool() -> AsyncConnectionPool:
+    """The process's async pool. Opened in the background: callers wait per connection."""
+    return db.async_pool(database_url(), application_name="billingproxy-proxy")
+
+
+_pool_lock: asyncio.Lock | None = None
+
+
+async def opened_pool() -> AsyncConnectionPool:
+    global _pool_lock
+    p = pool()
+    if p.closed:
+        _pool_lock = _pool_lock or asyncio.Lock()
+        async with _pool_lock:
+            if p.closed:
+                await p.open(wait=False)
+    return p
+
+
+@cache
+def authenticator() -> Authenticator:
+    store = KeyStore(pool())
+
+    async def lookup_key(key_hash: str):
+        await opened_pool()
+        return await store.lookup_key(key_hash)
+
+    async def lookup_tenant(ref: str):
+        await opened_pool()
+        return await store.lookup_tenant(ref)
+
+    return Authenticator(
+        AuthSettings.from_env(), lookup_key=lookup_key, lookup_tenant=lookup_tenant, master_key=master_key()
+    )
+
+
+@cache
+def writer() -> UsageWriter:
+    """The process's usage writer, started on first use inside the running loop."""
+    usage_writer = UsageWriter(database_url(), WriterSettings.from_env())
+    usage_writer.start()
+    shutdown.on_exit("usage-writer", _close_writer, order=10)
+    shutdown.install()
+    return usage_writer
+
+
+async def _close_writer() -> None:
+    """At exit: write what is left within the deadline, spill the rest."""
+    writer().close()
+
+
+@cache
+def budgets() -> BudgetManager:
+    """The process's budget manager; its background task reports spend and renews slices."""
+    holder = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    url = settings().budget_webhook_url
+    manager = BudgetManager(_budget_store(), holder, on_threshold=threshold_webhook(url) if url else None)
+    # At exit nothing more is needed: spend is also derived from the usage rows the writer
+    # flushes, and this instance's slices expire within the lease TTL.
+    asyncio.get_running_loop().create_task(_run_budgets(manager), name="billingproxy-budgets")
+    return manager
+
+
+def _budget_store() -> BudgetStore:
+    """PostgreSQL by default; Redis (atomic scripts) when BILLINGPROXY_BUDGET_STORE=redis."""
+    if settings().budget_store == "redis":
+        import redis.asyncio as aioredis
+
+        from billingproxy.budgets.redis_store import RedisBudgetStore
+
+        client = aioredis.from_url(settings().redis_url, socket_timeout=2, socket_connect_timeout=2)
+        return RedisBudgetStore(client, pool())
+    return PostgresBudgetStore(pool())
+
+
+async def _run_budgets(manager: BudgetManager) -> None:
+    await opened_pool()
+    await manager.run()

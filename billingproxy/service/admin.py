@@ -1,0 +1,113 @@
+"""The admin API: tenants, keys and usage, master-key protected; the same operations as the CLI,
+on the same ``TenantStore``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from billingproxy.metering import usage_report
+from billingproxy.service.deps import AdminOnly, Store
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/admin", dependencies=AdminOnly)
+
+
+class TenantCreate(BaseModel):
+    name: str
+    models: list[str] | None = None
+    budget_usd: str | float | None = None
+    budget_period: str = "monthly"
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    stripe_customer_id: str | None = None
+
+
+class TenantPatch(BaseModel):
+    name: str | None = None
+    models: list[str] | None = None
+    budget_usd: str | float | None = None
+    budget_period: str | None = None
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    stripe_customer_id: str | None = None
+    status: str | None = None
+    price_multiplier: str | float | None = None
+
+
+class KeyCreate(BaseModel):
+    tenant: str
+    name: str | None = None
+    expires_in_days: float | None = Field(default=None, gt=0)
+
+
+class KeyRotate(BaseModel):
+    grace_hours: float = Field(default=24.0, ge=0)
+
+
+@router.get("/tenants")
+def list_tenants(store: Store) -> list[dict[str, Any]]:
+    return [t.to_json() for t in store.list_tenants()]
+
+
+@router.post("/tenants", status_code=201)
+def create_tenant(body: TenantCreate, store: Store) -> dict[str, Any]:
+    data = body.model_dump()
+    return store.create_tenant(data.pop("name"), **data).to_json()
+
+
+@router.get("/tenants/{ref}")
+def show_tenant(ref: str, store: Store) -> dict[str, Any]:
+    return store.get_tenant(ref).to_json()
+
+
+@router.patch("/tenants/{ref}")
+def update_tenant(ref: str, body: TenantPatch, store: Store) -> dict[str, Any]:
+    return store.update_tenant(ref, **body.model_dump(exclude_unset=True)).to_json()
+
+
+@router.post("/tenants/{ref}/suspend")
+def suspend_tenant(ref: str, store: Store) -> dict[str, Any]:
+    return store.set_status(ref, "suspended").to_json()
+
+
+@router.post("/tenants/{ref}/resume")
+def resume_tenant(ref: str, store: Store) -> dict[str, Any]:
+    return store.set_status(ref, "active").to_json()
+
+
+@router.get("/keys")
+def list_keys(store: Store, tenant: str | None = None) -> list[dict[str, Any]]:
+    return [k.to_json() for k in store.list_keys(tenant)]
+
+
+@router.post("/keys", status_code=201)
+def create_key(body: KeyCreate, store: Store) -> dict[str, Any]:
+    expires = datetime.now(UTC) + timedelta(days=body.expires_in_days) if body.expires_in_days else None
+    key, token = store.create_key(body.tenant, name=body.name, expires_at=expires)
+    return {**key.to_json(), "token": token}
+
+
+@router.post("/keys/{key_id}/revoke")
+def revoke_key(key_id: str, store: Store) -> dict[str, Any]:
+    return store.revoke_key(key_id).to_json()
+
+
+@router.post("/keys/{key_id}/rotate")
+def rotate_key(key_id: str, body: KeyRotate, store: Store) -> dict[str, Any]:
+    new_key, token, old = store.rotate_key(key_id, grace=timedelta(hours=body.grace_hours))
+    return {**new_key.to_json(), "token": token, "replaces": old.id, "old_key_expires_at": old.expires_at}
+
+
+@router.get("/usage")
+def usage(store: Store, tenant: str, start: datetime | None = None, end: datetime | None = None) -> dict:
+    """Per-model breakdown for one tenant; defaults to the current UTC month."""
+    found = store.get_tenant(tenant)
+    now = datetime.now(UTC)
+    start = start or now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = end or now + timedelta(seconds=1)
+    return usage_report(store.conn, found.id, start, end).to_json()

@@ -1,0 +1,51 @@
+"""The billing service: the admin API and Stripe's webhook endpoint over HTTP.
+
+Run with ``python -m billingproxy service --port 4001`` (its own process, not inside the proxy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from billingproxy.billing import StripeApi, stripe_client
+from billingproxy.config import BillingSettings, database_url, master_key
+from billingproxy.service import admin, stripe_webhook
+from billingproxy.service.deps import ServiceState
+from billingproxy.service.errors import install_error_handlers
+
+__all__ = ["create_app"]
+
+
+def create_app(dsn: str | None = None, admin_key: str | None = None, billing: BillingSettings | None = None) -> FastAPI:
+    billing = billing or BillingSettings.from_env()
+    pool = ConnectionPool(dsn or database_url(), min_size=1, max_size=8, open=False, kwargs={"row_factory": dict_row})
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        pool.open(wait=False)
+        try:
+            yield
+        finally:
+            pool.close()
+
+    app = FastAPI(title="BillingProxy billing service", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.state.billingproxy = ServiceState(
+        pool=pool,
+        admin_key=admin_key or master_key(),
+        billing=billing,
+        stripe_api=StripeApi(stripe_client(billing)) if billing.stripe_api_key else None,
+    )
+    install_error_handlers(app)
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.include_router(admin.router)
+    app.include_router(stripe_webhook.router)
+    return app
