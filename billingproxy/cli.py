@@ -396,7 +396,13 @@ def service(host: str, port: int | None) -> None:
     import uvicorn
 
     from billingproxy.service import create_app
+    from billingproxy.settings import master_key
 
+    if not master_key():
+        click.echo(
+            "WARNING: PROXY_MASTER_KEY (or LITELLM_MASTER_KEY) is not set: the admin API refuses every request",
+            err=True,
+        )
     uvicorn.run(create_app(), host=host, port=port or int(os.environ.get("PORT", "4001")), log_level="warning")
 
 
