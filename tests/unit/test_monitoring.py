@@ -44,6 +44,17 @@ def test_the_emitted_line_matches_the_schema():
         jsonschema.validate(emitted_line(status), schema)
 
 
+def test_the_line_carries_the_product_docs_logs_explorer_fields():
+    line = emitted_line()
+    assert line["usage"] == {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+    assert line["cost"] == line["cost_usd"] == 0.0000725
+    assert line["latency"] == 0.321  # seconds; latency_ms stays 321
+    schema = json.loads((MONITORING / "request_log.schema.json").read_text())
+    for missing in ("usage", "cost", "latency"):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({k: v for k, v in line.items() if k != missing}, schema)
+
+
 @pytest.mark.parametrize("path", METRICS, ids=lambda p: p.stem)
 def test_metric_filters_and_extractors_name_real_fields_of_the_right_type(path):
     metric = yaml.safe_load(path.read_text())
