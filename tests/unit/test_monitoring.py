@@ -131,13 +131,14 @@ def test_apply_dry_run_prints_every_command_with_thresholds_substituted(tmp_path
     assert out.count("gcloud alpha monitoring policies create") == len(ALERTS)
     assert "gcloud monitoring dashboards create --project proj-x" in out
     assert "gcloud logging sinks create litellm-bq-sink bigquery.googleapis.com/projects/proj-x/datasets/" in out
-    assert "dry run: nothing was changed" in out
+    assert "dry run for proj-x: nothing was applied" in out and "applied to" not in out
 
 
 def test_rendered_alerts_substitute_thresholds():
     import string
 
     env = {
+        "SERVICE": "litellm-proxy",
         "TOKEN_SURGE_PER_MIN": "12345",
         "COST_SURGE_USD_PER_MIN": "5",
         "ERROR_RATIO_PCT": "5",
