@@ -5,6 +5,7 @@ sourcing .data/run.env works. Also: the billing service warns at start without a
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -131,6 +132,15 @@ def test_background_run_stops_on_sigint_and_a_sourced_run_env_starts_again(check
             timeout=30,
         )
         assert chat.status_code == 200, chat.text
+        # make load: the locust mix against this stack, bounded in time, no failure
+        load = subprocess.run(
+            ["make", "load", "LOAD_SECONDS=4"], cwd=checkout, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert load.returncode == 0, load.stdout[-3000:] + load.stderr[-3000:]
+        summary = load.stdout + load.stderr
+        aggregated = next(line for line in summary.splitlines() if line.strip().startswith("Aggregated"))
+        requests, failures = (int(n) for n in re.findall(r"\s(\d+)\s+(\d+)\(", aggregated)[0])
+        assert requests > 0 and failures == 0, aggregated
     finally:
         code = interrupt(first, first_log)
     assert code == 0, first_log.read_text()[-3000:]
