@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -314,3 +315,21 @@ def test_the_product_docs_daily_cost_query_runs_verbatim(fixture_db):
         # the generated column can never disagree with cost_usd
         mismatched = conn.execute("SELECT count(*) AS n FROM litellm_usage WHERE cost IS DISTINCT FROM cost_usd")
         assert mismatched.fetchone()["n"] == 0
+
+
+def test_the_readme_psql_commands_run_as_pasted(fixture_db):
+    """Every `psql "$DATABASE_URL" …` line of the README, through bash, against the fixture rows."""
+    url, _, _ = fixture_db
+    readme = (REPO / "README.md").read_text()
+    commands = [line.strip() for line in readme.splitlines() if line.strip().startswith('psql "$DATABASE_URL"')]
+    assert len(commands) >= 4
+    for command in commands:
+        result = subprocess.run(
+            ["bash", "-c", f"set -o pipefail; {command} -X -v ON_ERROR_STOP=1"],
+            cwd=REPO,
+            env={**os.environ, "DATABASE_URL": url, "PATH": f"{Path(psql_binary()).parent}:{os.environ['PATH']}"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0 and "row" in result.stdout, (command, result.stderr)
