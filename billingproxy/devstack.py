@@ -138,8 +138,12 @@ def _listens(process: subprocess.Popen, port: int) -> bool:
 
 def _wait_ready(url: str, port: int, process: subprocess.Popen, what: str, timeout: float = 120) -> None:
     """Until ``url`` answers 200 *and* the port is held by our child (not some other process)."""
-    deadline = time.monotonic() + timeout
+    began = time.monotonic()
+    deadline, next_note = began + timeout, began + 10
     while time.monotonic() < deadline:
+        if time.monotonic() >= next_note:  # never silent for long while the proxy imports LiteLLM
+            _say(f"… waiting for the {what} on port {port} ({time.monotonic() - began:.0f} s)")
+            next_note += 10
         if process.poll() is not None:
             raise SystemExit(
                 f"[make run] {what} exited with code {process.returncode} (port {port} taken?); see its output above"

@@ -99,6 +99,17 @@ def test_taken_ports_fail_fast_naming_the_port_and_leave_run_env_alone(checkout,
     assert not (data / "pg").exists(), "nothing may start before the ports are checked"
 
 
+def test_an_unreachable_database_url_is_one_line_not_a_traceback(checkout):
+    env = make_env(PORT=str(free_port()), BILLING_SERVICE_PORT=str(free_port()),
+                   DATABASE_URL=f"postgresql://nobody@127.0.0.1:{free_port()}/nothing")  # fmt: skip
+    result = subprocess.run(["make", "run"], cwd=checkout, env=env, capture_output=True, text=True, timeout=60,
+                            stdin=subprocess.DEVNULL)  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in output, output
+    assert "[make run] cannot connect to DATABASE_URL" in output and "unset DATABASE_URL" in output
+    assert not (checkout / ".data" / "run.env").exists()
+
+
 @pytest.mark.slow
 def test_background_run_stops_on_sigint_and_a_sourced_run_env_starts_again(checkout, tmp_path):
     port, service_port = free_port(), free_port()
