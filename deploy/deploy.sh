@@ -57,7 +57,8 @@ if ! exists gcloud artifacts repositories describe "$REPOSITORY" --location "$RE
 fi
 
 # --- secrets: values come from the environment and go in through stdin, never argv ---
-declare -A MOUNTABLE=()   # secret name → 1 when it has (or is given) a version
+MOUNTABLE=" "   # the secrets that have (or are given) a version; a plain list: macOS ships bash 3.2
+mountable() { [[ "$MOUNTABLE" == *" $1 "* ]]; }
 has_version() {
   [ "$DRY_RUN" = 1 ] && return 1
   [ -n "$(gcloud secrets versions list "$1" --project "$PROJECT_ID" --filter=state=ENABLED --limit=1 \
@@ -79,15 +80,15 @@ for entry in "${SECRETS[@]}" "${OPTIONAL_SECRETS[@]}"; do
       run gcloud secrets create "$name" --replication-policy automatic --project "$PROJECT_ID"
     fi
     add_version "$name" "$var"
-    MOUNTABLE[$name]=1
+    MOUNTABLE+="$name "
   elif has_version "$name"; then
     echo "deploy: $name: $var not set, keeping the secret's current version"
-    MOUNTABLE[$name]=1
+    MOUNTABLE+="$name "
   elif [ "$optional" = 1 ]; then
     echo "# skipped: $name ($var not set and the secret has no version): not created, not mounted"
   elif [ "$DRY_RUN" = 1 ]; then
     echo "# warning: $var is not set: a real run needs it, or a version of $name already in Secret Manager"
-    MOUNTABLE[$name]=1
+    MOUNTABLE+="$name "
   else
     echo "deploy: set $var (or add a version to the secret $name first)" >&2
     exit 2
@@ -97,7 +98,7 @@ done
 secret_mounts() {
   local out=() pair
   for pair in "$@"; do
-    if [ -n "${MOUNTABLE[${pair#*=}]:-}" ]; then out+=("${pair}:latest"); fi
+    if mountable "${pair#*=}"; then out+=("${pair}:latest"); fi
   done
   (IFS=,; echo "${out[*]}")
 }
@@ -106,7 +107,7 @@ PROXY_SECRETS="$(secret_mounts BILLINGPROXY_DATABASE_URL=billingproxy-database-u
 BILLING_SECRETS="$(secret_mounts DATABASE_URL=billingproxy-database-url PROXY_MASTER_KEY=billingproxy-master-key \
   STRIPE_API_KEY=stripe-api-key STRIPE_WEBHOOK_SECRET=stripe-webhook-secret)"
 RELAY_SECRETS="$(secret_mounts DATABASE_URL=billingproxy-database-url STRIPE_API_KEY=stripe-api-key)"
-[ -n "${MOUNTABLE[stripe-api-key]:-}" ] || \
+mountable stripe-api-key || \
   echo "# note: no stripe-api-key: the Stripe relay job is deployed without it and fails until STRIPE_API_KEY is set (or BILLINGPROXY_BILLING_SINK changes)"
 
 # --- service accounts with least privilege ---
@@ -122,10 +123,10 @@ grant() {  # one secret to one service account
     --role roles/secretmanager.secretAccessor --project "$PROJECT_ID"
 }
 for secret in billingproxy-database-url billingproxy-master-key openai-api-key anthropic-api-key; do
-  if [ -n "${MOUNTABLE[$secret]:-}" ]; then grant "$secret" "$PROXY_SA"; fi
+  if mountable "$secret"; then grant "$secret" "$PROXY_SA"; fi
 done
 for secret in billingproxy-database-url billingproxy-master-key stripe-api-key stripe-webhook-secret; do
-  if [ -n "${MOUNTABLE[$secret]:-}" ]; then grant "$secret" "$BILLING_SA"; fi
+  if mountable "$secret"; then grant "$secret" "$BILLING_SA"; fi
 done
 run gcloud projects add-iam-policy-binding "$PROJECT_ID" --member "serviceAccount:$PROXY_SA" \
   --role roles/aiplatform.user --condition None   # Gemini on Vertex

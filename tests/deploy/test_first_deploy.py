@@ -223,3 +223,20 @@ def test_cloud_build_deploy_steps_mount_optional_secrets_only_when_they_have_a_v
     assert "billingproxy:abc1234" in mounted and "PROXY_MASTER_KEY=billingproxy-master-key:latest" in mounted
     for secret in ("anthropic-api-key", "stripe-api-key", "stripe-webhook-secret"):
         assert (f"={secret}:latest" in mounted) == bool(versions), secret
+
+
+def test_a_real_deploy_keeps_an_existing_optional_secret_and_skips_a_missing_one(tmp_path):
+    """deploy.sh for real against the fake gcloud: stripe-api-key already has a version (no value
+    given), anthropic-api-key has none: the first is granted and mounted, the second neither."""
+    env = {**BASE_ENV, **REQUIRED, **fake_cli(tmp_path, versions="stripe-api-key")}
+    out = run_script(REPO / "deploy" / "deploy.sh", "--skip-build", env=env)
+    assert "stripe-api-key: STRIPE_API_KEY not set, keeping the secret's current version" in out
+    assert "# skipped: anthropic-api-key" in out and "deploy: done" in out
+    calls = (tmp_path / "calls.log").read_text()
+    assert "gcloud secrets versions add billingproxy-master-key --data-file=-" in calls
+    assert "mk-value" not in calls  # the value went in through stdin
+    assert "add-iam-policy-binding stripe-api-key" in calls and "anthropic-api-key" not in calls.replace(
+        "secrets versions list anthropic-api-key", ""
+    )
+    relay = next(line for line in calls.splitlines() if line.startswith("gcloud run jobs deploy billingproxy-stripe"))
+    assert "STRIPE_API_KEY=stripe-api-key:latest" in relay
