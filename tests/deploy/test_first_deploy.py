@@ -100,6 +100,7 @@ def fake_cli(tmp_path: Path, versions: str = "") -> dict[str, str]:
     (bin_dir / "gcloud").write_text(
         """#!/usr/bin/env bash
 echo "gcloud $*" >> "$FAKE_LOG"
+[[ "$*" == *"--data-file=-"* ]] && cat > /dev/null  # read the secret from stdin, as gcloud does
 case "$*" in
   "logging sinks describe "*"--format=value(writerIdentity)"*)
     echo "serviceAccount:service-42@gcp-sa-logging.iam.gserviceaccount.com" ;;
