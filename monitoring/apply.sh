@@ -5,7 +5,8 @@
 #   monitoring/apply.sh --project my-project [--dry-run]
 #
 # Thresholds and names come from the environment (defaults below). --dry-run prints every gcloud
-# and bq command instead of running it (no gcloud needed).
+# and bq command instead of running it (no gcloud needed) and keeps the rendered dashboard and
+# alert files it names (in DRY_RUN_DIR, default a new temp folder) so they can be reviewed.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -29,8 +30,13 @@ export LATENCY_SLO_MS="${LATENCY_SLO_MS:-30000}"
 export NOTIFICATION_CHANNEL="${NOTIFICATION_CHANNEL:-}"
 BQ_DATASET="${BQ_DATASET:-litellm_logs}"
 SINK="${SINK:-litellm-bq-sink}"
-WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
+if [ "$DRY_RUN" = 1 ]; then
+  WORK="${DRY_RUN_DIR:-$(mktemp -d -t billingproxy-monitoring.XXXXXX)}"   # kept: the output names these files
+  mkdir -p "$WORK"
+else
+  WORK="$(mktemp -d)"
+  trap 'rm -rf "$WORK"' EXIT
+fi
 
 run() {  # print in dry-run mode, execute otherwise
   if [ "$DRY_RUN" = 1 ]; then printf '%q ' "$@"; echo; else "$@"; fi
@@ -88,9 +94,44 @@ fi
 destination="bigquery.googleapis.com/projects/$PROJECT/datasets/$BQ_DATASET"
 if exists gcloud logging sinks describe "$SINK" --project "$PROJECT"; then
   run gcloud logging sinks update "$SINK" "$destination" --project "$PROJECT" \
-    --log-filter='jsonPayload.message="litellm_request"'
+    --log-filter='jsonPayload.message="litellm_request"' --use-partitioned-tables
 else
   run gcloud logging sinks create "$SINK" "$destination" --project "$PROJECT" \
     --log-filter='jsonPayload.message="litellm_request"' --use-partitioned-tables
 fi
-echo "monitoring: applied to $PROJECT$( [ "$DRY_RUN" = 1 ] && echo ' (dry run: nothing was changed)')"
+
+# A sink exports nothing until its writer identity may write to the dataset: grant it
+# BigQuery Data Editor (WRITER) on this dataset only, idempotently (bq show → add the entry → bq update).
+grant_sink_writer() {  # $1 = the writer identity, "serviceAccount:service-…@gcp-sa-logging.iam.gserviceaccount.com"
+  local email="${1#serviceAccount:}"
+  bq --project_id "$PROJECT" show --format=prettyjson "$PROJECT:$BQ_DATASET" > "$WORK/dataset.json"
+  if python3 - "$WORK/dataset.json" "$email" <<'PY'
+import json, sys
+path, email = sys.argv[1], sys.argv[2]
+dataset = json.load(open(path))
+access = dataset.setdefault("access", [])
+if any(e.get("userByEmail") == email and e.get("role") in ("WRITER", "roles/bigquery.dataEditor") for e in access):
+    sys.exit(1)  # already granted
+access.append({"role": "WRITER", "userByEmail": email})
+json.dump(dataset, open(path, "w"), indent=2)  # the whole dataset back, as bq update --source expects
+PY
+  then
+    bq --project_id "$PROJECT" update --source "$WORK/dataset.json" "$PROJECT:$BQ_DATASET"
+  fi
+}
+if [ "$DRY_RUN" = 1 ]; then
+  echo "writer=\$(gcloud logging sinks describe $SINK --project $PROJECT --format='value(writerIdentity)')"
+  echo "# grant the sink's writer identity roles/bigquery.dataEditor (WRITER) on the dataset $PROJECT:$BQ_DATASET:"
+  echo "bq --project_id $PROJECT show --format=prettyjson $PROJECT:$BQ_DATASET > dataset.json   # add {\"role\": \"WRITER\", \"userByEmail\": \"\${writer#serviceAccount:}\"} to access"
+  echo "bq --project_id $PROJECT update --source dataset.json $PROJECT:$BQ_DATASET"
+else
+  writer="$(gcloud logging sinks describe "$SINK" --project "$PROJECT" --format='value(writerIdentity)')"
+  [ -n "$writer" ] || { echo "monitoring: the sink $SINK has no writer identity" >&2; exit 1; }
+  grant_sink_writer "$writer"
+fi
+
+if [ "$DRY_RUN" = 1 ]; then
+  echo "monitoring: dry run for $PROJECT: nothing was applied (rendered files kept in $WORK)"
+else
+  echo "monitoring: applied to $PROJECT"
+fi

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from billingproxy.config import service_port
+from billingproxy.config import master_key, service_port
 
 __all__ = ["command"]
 
@@ -18,4 +18,9 @@ def command(host: str, port: int | None) -> None:
 
     from billingproxy.service import create_app
 
+    if not master_key():
+        click.echo(
+            "WARNING: PROXY_MASTER_KEY (or LITELLM_MASTER_KEY) is not set: the admin API refuses every request",
+            err=True,
+        )
     uvicorn.run(create_app(), host=host, port=port or service_port(), log_level="warning")

@@ -1,11 +1,20 @@
 """Usage reports: the billing SQL in db/queries/ (one parameterised file per question) and the
-per-tenant usage report the CLI and the admin API both print."""
+per-tenant usage report the CLI and the admin API both print.
+
+The files are written for psql: ``psql "$DATABASE_URL" -v from=2026-11-01 -v to=2026-12-01 -f
+db/queries/daily_cost_by_model.sql`` substitutes ``:'from'`` as a quoted literal. From Python,
+``run(conn, name, **params)`` translates each psql variable (``:'name'`` or ``:name``) into a
+driver parameter (``%(name)s``), so values are bound, never spliced into the text; string
+literals, comments and ``::type`` casts are left as they are.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 import psycopg
@@ -17,21 +26,62 @@ __all__ = ["QUERIES_DIR", "UsageReport", "names", "run", "sql", "tenant_breakdow
 
 QUERIES_DIR = REPO_ROOT / "db" / "queries"
 
+# Left to right: a quoted psql variable, a bare one, then things to leave alone: a string
+# literal, a comment, a cast (`::date`), any other colon.
+_TOKENS = re.compile(
+    r""":'(?P<quoted>[A-Za-z_]\w*)'|(?<!:):(?P<bare>[A-Za-z_]\w*)|'(?:[^']|'')*'|--[^\n]*|::|%""",
+)
+
 
 def names() -> list[str]:
     return sorted(path.stem for path in QUERIES_DIR.glob("*.sql"))
 
 
-def sql(name: str) -> str:
+def source(name: str) -> str:
+    """The file's text, as psql runs it."""
     path = QUERIES_DIR / f"{name}.sql"
     if not path.is_file():
         raise NotFound(f"no query named {name!r}; known: {', '.join(names())}")
     return path.read_text()
 
 
+def translate(text: str) -> tuple[str, frozenset[str]]:
+    """psql variables → psycopg ``%(name)s`` placeholders; returns (sql, the variable names)."""
+    used: set[str] = set()
+
+    def replace(match: re.Match[str]) -> str:
+        variable = match["quoted"] or match["bare"]
+        if variable:
+            used.add(variable)
+            return f"%({variable})s"
+        piece = match[0]
+        return piece.replace("%", "%%")
+
+    return _TOKENS.sub(replace, text), frozenset(used)
+
+
+@cache
+def _translated(name: str) -> tuple[str, frozenset[str]]:
+    return translate(source(name))
+
+
+def sql(name: str) -> str:
+    """The query as the driver runs it (psql variables turned into parameters)."""
+    return _translated(name)[0]
+
+
+def variables(name: str) -> frozenset[str]:
+    """The psql variables (= keyword parameters) the query needs."""
+    return _translated(name)[1]
+
+
 def run(conn: psycopg.Connection, name: str, **params: Any) -> list[dict[str, Any]]:
     """Rows as dicts (the connection must use dict_row, as billingproxy.db.connect does)."""
-    return conn.execute(sql(name), params).fetchall()
+    text, needed = _translated(name)
+    missing = needed - params.keys()
+    if missing:
+        raise InvalidInput(f"query {name!r} needs {', '.join(sorted(missing))}")
+    return conn.execute(text, {key: params[key] for key in needed}).fetchall()
 
 
 def tenant_breakdown(conn: psycopg.Connection, tenant_id: str, start: datetime, end: datetime) -> list[dict]:

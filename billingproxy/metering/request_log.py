@@ -3,8 +3,12 @@
 The line carries every field of the usage row (so ``usage replay`` can rebuild rows from exported
 logs) plus Cloud Logging's special fields: ``severity``, ``message`` (``litellm_request``, the
 product docs' metric filters), ``logging.googleapis.com/trace`` and
-``logging.googleapis.com/labels``. Writing to stdout costs no network call. No prompt text,
-tokens or keys: the record holds none.
+``logging.googleapis.com/labels``. It also carries the product docs' Logs Explorer fields:
+``usage`` (``{prompt_tokens, completion_tokens, total_tokens}``, OpenAI's usage object, so
+``jsonPayload.usage.total_tokens`` works), ``cost`` (estimated cost in USD, the same number as
+``cost_usd``) and ``latency`` (request duration in seconds, ``latency_ms / 1000``; null when
+``latency_ms`` is). Writing to stdout costs no network call. No prompt text, tokens or keys: the
+record holds none.
 """
 
 from __future__ import annotations
@@ -28,7 +32,15 @@ def fields(record: UsageRecord, project: str | None = None) -> dict:
     # A JSON number, so log-based metrics can EXTRACT it. Per-request costs have at most 15
     # significant digits (NUMERIC(20,10) below 100,000 USD), which a double round-trips exactly;
     # replay parses numbers back as Decimal.
-    data["cost_usd"] = float(record.cost_usd)
+    data["cost_usd"] = cost = float(record.cost_usd)
+    # The product docs' Logs Explorer fields (jsonPayload.usage.total_tokens, .cost, .latency).
+    data["usage"] = {
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "total_tokens": record.total_tokens,
+    }
+    data["cost"] = cost
+    data["latency"] = None if record.latency_ms is None else record.latency_ms / 1000
     data["logging.googleapis.com/labels"] = {"tenant_id": record.tenant_id, "model": record.model}
     if record.trace_id and project:
         data["logging.googleapis.com/trace"] = f"projects/{project}/traces/{record.trace_id}"

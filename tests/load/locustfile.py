@@ -3,6 +3,11 @@
     BP_TOKENS=sk-bp-a,sk-bp-b locust -f tests/load/locustfile.py --headless -u 50 -r 10 \
         -t 2m --host http://127.0.0.1:4000
 
+``make load`` runs it against the ``make run`` stack (the demo token, BP_MODEL=demo, no
+embeddings: the demo stack has no embedding model without an OpenAI key).
+BP_MODEL is the chat model (gpt-4o-mini); BP_EMBEDDING_MODEL the embedding model
+(text-embedding-3-small; empty: no embedding requests).
+
 Several tenants (one token each, from BP_TOKENS), streaming and not, short and long completions,
 embeddings, and a few requests that fail upstream (the fake upstream's fault directive; against a
 real provider they are just short prompts).
@@ -17,6 +22,7 @@ from locust import HttpUser, between, task
 
 TOKENS = [t for t in os.environ.get("BP_TOKENS", "").split(",") if t]
 MODEL = os.environ.get("BP_MODEL", "gpt-4o-mini")
+EMBEDDING_MODEL = os.environ.get("BP_EMBEDDING_MODEL", "text-embedding-3-small")
 
 
 class Tenant(HttpUser):
@@ -52,7 +58,8 @@ class Tenant(HttpUser):
 
     @task(2)
     def embedding(self) -> None:
-        self.client.post("/v1/embeddings", json={"model": "text-embedding-3-small", "input": "embed me"})
+        if EMBEDDING_MODEL:
+            self.client.post("/v1/embeddings", json={"model": EMBEDDING_MODEL, "input": "embed me"})
 
     @task(1)
     def upstream_error(self) -> None:

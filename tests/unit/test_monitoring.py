@@ -44,6 +44,17 @@ def test_the_emitted_line_matches_the_schema():
         jsonschema.validate(emitted_line(status), schema)
 
 
+def test_the_line_carries_the_product_docs_logs_explorer_fields():
+    line = emitted_line()
+    assert line["usage"] == {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+    assert line["cost"] == line["cost_usd"] == 0.0000725
+    assert line["latency"] == 0.321  # seconds; latency_ms stays 321
+    schema = json.loads((MONITORING / "request_log.schema.json").read_text())
+    for missing in ("usage", "cost", "latency"):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({k: v for k, v in line.items() if k != missing}, schema)
+
+
 @pytest.mark.parametrize("path", METRICS, ids=lambda p: p.stem)
 def test_metric_filters_and_extractors_name_real_fields_of_the_right_type(path):
     metric = yaml.safe_load(path.read_text())
@@ -120,13 +131,14 @@ def test_apply_dry_run_prints_every_command_with_thresholds_substituted(tmp_path
     assert out.count("gcloud alpha monitoring policies create") == len(ALERTS)
     assert "gcloud monitoring dashboards create --project proj-x" in out
     assert "gcloud logging sinks create litellm-bq-sink bigquery.googleapis.com/projects/proj-x/datasets/" in out
-    assert "dry run: nothing was changed" in out
+    assert "dry run for proj-x: nothing was applied" in out and "applied to" not in out
 
 
 def test_rendered_alerts_substitute_thresholds():
     import string
 
     env = {
+        "SERVICE": "litellm-proxy",
         "TOKEN_SURGE_PER_MIN": "12345",
         "COST_SURGE_USD_PER_MIN": "5",
         "ERROR_RATIO_PCT": "5",
