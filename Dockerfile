@@ -21,12 +21,14 @@ COPY billingproxy/ billingproxy/
 COPY db/ db/
 # No secrets here: keys, the master key and database URLs come from Secret Manager at deploy time.
 # Tuned defaults (README "Performance"): LITELLM_LOG=WARNING drops uvicorn's per-request access
-# line (our JSON request line carries more); NUM_WORKERS is LiteLLM's worker count: one per vCPU.
+# line (our JSON request line carries more); NUM_WORKERS is LiteLLM's worker count: one per vCPU;
+# JSON_LOGS makes LiteLLM's own lines JSON (with ``severity``, added by our log filter).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
     LITELLM_LOCAL_MODEL_COST_MAP=True \
     LITELLM_LOG=WARNING \
+    JSON_LOGS=True \
     NUM_WORKERS=1 \
     BILLINGPROXY_SPILL_DIR=/tmp/billingproxy-spill \
     PORT=8080

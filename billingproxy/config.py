@@ -29,6 +29,7 @@ __all__ = [
     "config_path",
     "database_url",
     "environment",
+    "is_set",
     "master_key",
     "service_port",
 ]
@@ -279,3 +280,9 @@ class DevStackSettings:
             port=port,
             service_port=_int("BILLING_SERVICE_PORT", port + 1),
         )
+
+
+def is_set(name: str) -> bool:
+    """Whether a variable config.yaml refers to (``os.environ/NAME``) is set: provider credentials
+    are LiteLLM's to read, so they are not in the configuration table."""
+    return _raw(name) is not None

@@ -20,7 +20,9 @@ KEY_QUERY = sql.SQL("""SELECT k.id AS key_id, k.key_hash, k.expires_at, k.revoke
 
 # The static gateway token (PROXY_GATEWAY_TOKEN) maps to a tenant, not to a key row.
 TENANT_QUERY = sql.SQL("""SELECT NULL AS key_id, 'gateway:' || t.id AS key_hash, {tenant}
-    FROM tenants t WHERE t.id = %s OR t.name = %s ORDER BY t.id = %s DESC LIMIT 1""").format(tenant=_TENANT_FIELDS)
+    FROM tenants t WHERE t.id = %s OR lower(t.name) = lower(%s) ORDER BY t.id = %s DESC LIMIT 1""").format(
+    tenant=_TENANT_FIELDS
+)
 
 
 def _record(row: dict | None) -> KeyRecord | None:

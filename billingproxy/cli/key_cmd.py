@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
 
 from billingproxy.cli.output import emit, json_option, table, tenant_store
-from billingproxy.tenants import ApiKey
+from billingproxy.tenants import ApiKey, expiry_in_days
+from billingproxy.tenants import grace_hours as grace_period
 
 __all__ = ["command"]
 
@@ -37,9 +37,8 @@ def command() -> None:
 @json_option
 def key_create(tenant_ref: str, name: str | None, expires_in_days: float | None, as_json: bool) -> None:
     """Create a gateway token for a tenant (printed once)."""
-    expires_at = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
     with tenant_store() as store:
-        created, token = store.create_key(tenant_ref, name=name, expires_at=expires_at)
+        created, token = store.create_key(tenant_ref, name=name, expires_at=expiry_in_days(expires_in_days))
     _key_created(created, token, as_json)
 
 
@@ -70,5 +69,5 @@ def key_revoke(key_id: str, as_json: bool) -> None:
 def key_rotate(key_id: str, grace_hours: float, as_json: bool) -> None:
     """Issue a new key for the same tenant; the old one expires after the grace period."""
     with tenant_store() as store:
-        new_key, token, old = store.rotate_key(key_id, grace=timedelta(hours=grace_hours))
+        new_key, token, old = store.rotate_key(key_id, grace=grace_period(grace_hours))
     _key_created(new_key, token, as_json, replaces=old.id, old_key_expires_at=old.to_json()["expires_at"])

@@ -6,11 +6,13 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import click
 
 from billingproxy import db
+from billingproxy.metering.reports import plain
 from billingproxy.tenants import TenantStore
 
 __all__ = ["emit", "json_option", "show_fields", "table", "tenant_store", "utc"]
@@ -29,8 +31,14 @@ def show_fields(data: dict[str, Any], as_json: bool) -> None:
     emit(data, as_json, lambda: [click.echo(f"{k:20} {v}") for k, v in data.items()])
 
 
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return plain(value) if isinstance(value, Decimal) else str(value)
+
+
 def table(rows: Iterable[dict[str, Any]], columns: list[str]) -> None:
-    rows = [{c: "" if r.get(c) is None else str(r.get(c)) for c in columns} for r in rows]
+    rows = [{c: _cell(r.get(c)) for c in columns} for r in rows]
     widths = {c: max([len(c)] + [len(r[c]) for r in rows]) for c in columns}
     click.echo("  ".join(c.upper().ljust(widths[c]) for c in columns))
     for row in rows:

@@ -10,6 +10,7 @@ import click
 from billingproxy.cli.output import emit, json_option, table, tenant_store, utc
 from billingproxy.config import database_url
 from billingproxy.metering import replay_files, usage_report
+from billingproxy.metering.reports import plain
 
 __all__ = ["command"]
 
@@ -37,14 +38,20 @@ def usage_report_command(tenant_ref: str, start: datetime, end: datetime, as_jso
         click.echo(f"{found.name} ({found.id})  {start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC")
         columns = ["model", "requests", "failures", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd"]
         table(report.models, columns)
-        click.echo(f"total cost: {report.total_cost_usd} USD")
+        click.echo(f"total cost: {plain(report.total_cost_usd)} USD")
 
     emit(report.to_json(), as_json, human)
 
 
 @command.command("replay")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-def usage_replay(files: tuple[str, ...]) -> None:
+@json_option
+def usage_replay(files: tuple[str, ...], as_json: bool) -> None:
     """Ingest spill files or exported JSON log lines; records already stored are skipped."""
     read, inserted = replay_files(database_url(), [Path(f) for f in files])
-    click.echo(f"read {read} records, inserted {inserted}, skipped {read - inserted} already stored")
+    counts = {"read": read, "inserted": inserted, "already_stored": read - inserted}
+    emit(
+        counts,
+        as_json,
+        lambda: click.echo(f"read {read} records, inserted {inserted}, skipped {read - inserted} already stored"),
+    )

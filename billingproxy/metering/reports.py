@@ -22,7 +22,19 @@ import psycopg
 from billingproxy.config import REPO_ROOT
 from billingproxy.errors import InvalidInput, NotFound
 
-__all__ = ["QUERIES_DIR", "UsageReport", "names", "run", "sql", "tenant_breakdown", "usage_report"]
+__all__ = ["QUERIES_DIR", "UsageReport", "fixed", "names", "plain", "run", "sql", "tenant_breakdown", "usage_report"]
+
+
+def fixed(amount: Decimal) -> str:
+    """A decimal for JSON: its full scale, never an exponent (0E-10 is "0.0000000000")."""
+    return format(amount, "f")
+
+
+def plain(amount: Decimal) -> str:
+    """A decimal as people write it: 0.0305, 0, 12.5 (never 0E-10 or 1.25E+1)."""
+    text = format(amount.normalize(), "f")
+    return "0" if text in ("-0", "0") else text
+
 
 QUERIES_DIR = REPO_ROOT / "db" / "queries"
 
@@ -106,8 +118,8 @@ class UsageReport:
             "tenant_id": self.tenant_id,
             "from": self.start.isoformat(),
             "to": self.end.isoformat(),
-            "models": [{k: str(v) if isinstance(v, Decimal) else v for k, v in row.items()} for row in self.models],
-            "total_cost_usd": str(self.total_cost_usd),
+            "models": [{k: fixed(v) if isinstance(v, Decimal) else v for k, v in row.items()} for row in self.models],
+            "total_cost_usd": fixed(self.total_cost_usd),
         }
 
 

@@ -41,6 +41,7 @@ def start() -> None:
         return
     runtime.settings()
     runtime.prices()
+    runtime.catalog()
     AuthSettings.from_env()
     WriterSettings.from_env()
     logs.configure()  # our operational lines are JSON on stdout, like the request lines
@@ -70,7 +71,16 @@ async def admit_request(
     """Admission for a request our auth let in (a no-op for the master key); raises ``Refusal``."""
     limits = _limits_from_auth(auth_meta, models)
     if limits is not None:
-        await _admit(limits, request_id, call_type, body, runtime.prices(), runtime.budgets(), runtime.settings())
+        await _admit(
+            limits,
+            request_id,
+            call_type,
+            body,
+            runtime.prices(),
+            runtime.budgets(),
+            runtime.settings(),
+            runtime.catalog(),
+        )
 
 
 def on_exit(name: str, drain: Callable[[], Awaitable[None]], order: int) -> None:

@@ -14,6 +14,7 @@ from billingproxy.budgets import BudgetExceeded, BudgetManager, BudgetStoreUnava
 from billingproxy.config import ProxySettings
 from billingproxy.errors import Refusal
 from billingproxy.metering import OUTPUT_LIMITS, PriceTable, max_cost, output_token_limit
+from billingproxy.proxy.catalog import ModelCatalog
 
 __all__ = ["TenantLimits", "admit", "check_chat_body", "check_output_limits"]
 
@@ -106,6 +107,7 @@ async def admit(
     prices: PriceTable,
     budgets: BudgetManager,
     settings: ProxySettings = _DEFAULTS,
+    catalog: ModelCatalog | None = None,
 ) -> None:
     check_output_limits(body, settings.max_output_tokens)
     if call_type == "acompletion":
@@ -113,6 +115,9 @@ async def admit(
     model = str(body.get("model"))
     if not limits.allows(model):
         raise Refusal(403, "model_not_allowed", f"Model '{model}' is not allowed for this tenant.", "permission_error")
+    unconfigured = catalog.refusal_reason(model) if catalog is not None else None
+    if unconfigured:
+        raise Refusal(503, "model_not_configured", unconfigured, "service_unavailable")
     if limits.budget_usd is None:
         return
     limit_field = _OUTPUT_LIMIT_FIELD.get(call_type)

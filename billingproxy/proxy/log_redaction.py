@@ -5,7 +5,8 @@ exception text, traceback and chained causes at ERROR. Prompt text must never re
 so on LiteLLM's loggers every exception, in the arguments, formatted into the message, or in
 ``exc_info``, is replaced by its type, status and provider. Tracebacks keep their frames, which
 is what debugging needs; our own request line already carries the status and error type.
-Our own refusals (messages we wrote) set ``safe_to_log = True`` and keep their text.
+Our own refusals (messages we wrote) set ``safe_to_log = True`` and keep their text, logged at
+WARNING rather than LiteLLM's ERROR. Every LiteLLM line gets ``severity`` for Cloud Logging.
 """
 
 from __future__ import annotations
@@ -39,15 +40,26 @@ def chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+def _client_refusal(exc: BaseException) -> bool:
+    """One of our own refusals of a client request (4xx): the client's mistake, not our error."""
+    status = getattr(exc, "status", None) or getattr(exc, "code", None)
+    return getattr(exc, "safe_to_log", False) and str(status).isdigit() and 400 <= int(status) < 500
+
+
 class ExceptionTextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args if isinstance(record.args, tuple) else ()
         attached = record.exc_info[1] if record.exc_info else None
         # LiteLLM often formats the exception into an f-string inside its ``except`` block.
         candidates = [*args, attached, sys.exc_info()[1]]
-        exceptions = [
-            exc for exc in candidates if isinstance(exc, BaseException) and not getattr(exc, "safe_to_log", False)
-        ]
+        found = [exc for exc in candidates if isinstance(exc, BaseException)]
+        if found and record.levelno >= logging.ERROR and all(_client_refusal(exc) for exc in found):
+            # LiteLLM logs every refused request at ERROR; a tenant over budget is not an incident.
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        # With JSON_LOGS=True LiteLLM's JSON line carries a record's extra attributes: ``severity`` is
+        # the field Cloud Logging reads (its own ``level`` is not), so errors are filed as ERROR.
+        record.severity = record.levelname
+        exceptions = [exc for exc in found if not getattr(exc, "safe_to_log", False)]
         if not exceptions:
             return True
         message = record.getMessage()

@@ -21,8 +21,9 @@ from billingproxy.access import Authenticator, KeyStore
 from billingproxy.budgets import BudgetManager, BudgetStore, PostgresBudgetStore, threshold_webhook
 from billingproxy.config import AuthSettings, ProxySettings, WriterSettings, database_url, master_key
 from billingproxy.metering import PriceTable, UsageWriter
+from billingproxy.proxy.catalog import ModelCatalog
 
-__all__ = ["authenticator", "budgets", "opened_pool", "pool", "prices", "settings", "writer"]
+__all__ = ["authenticator", "budgets", "catalog", "opened_pool", "pool", "prices", "settings", "writer"]
 
 
 @cache
@@ -33,6 +34,11 @@ def settings() -> ProxySettings:
 @cache
 def prices() -> PriceTable:
     return PriceTable.from_config()
+
+
+@cache
+def catalog() -> ModelCatalog:
+    return ModelCatalog.from_config()
 
 
 @cache

@@ -4,20 +4,27 @@ on the same ``TenantStore``."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Body
+from pydantic import BaseModel, ConfigDict
 
 from billingproxy.metering import usage_report
 from billingproxy.service.deps import AdminOnly, Store
+from billingproxy.tenants import expiry_in_days, grace_hours
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/admin", dependencies=AdminOnly)
 
 
-class TenantCreate(BaseModel):
+class Strict(BaseModel):
+    """Unknown fields are refused (a typo must not be a silent no-op)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TenantCreate(Strict):
     name: str
     models: list[str] | None = None
     budget_usd: str | float | None = None
@@ -27,7 +34,7 @@ class TenantCreate(BaseModel):
     stripe_customer_id: str | None = None
 
 
-class TenantPatch(BaseModel):
+class TenantPatch(Strict):
     name: str | None = None
     models: list[str] | None = None
     budget_usd: str | float | None = None
@@ -39,14 +46,14 @@ class TenantPatch(BaseModel):
     price_multiplier: str | float | None = None
 
 
-class KeyCreate(BaseModel):
+class KeyCreate(Strict):
     tenant: str
     name: str | None = None
-    expires_in_days: float | None = Field(default=None, gt=0)
+    expires_in_days: float | None = None
 
 
-class KeyRotate(BaseModel):
-    grace_hours: float = Field(default=24.0, ge=0)
+class KeyRotate(Strict):
+    grace_hours: float = 24.0
 
 
 @router.get("/tenants")
@@ -87,8 +94,7 @@ def list_keys(store: Store, tenant: str | None = None) -> list[dict[str, Any]]:
 
 @router.post("/keys", status_code=201)
 def create_key(body: KeyCreate, store: Store) -> dict[str, Any]:
-    expires = datetime.now(UTC) + timedelta(days=body.expires_in_days) if body.expires_in_days else None
-    key, token = store.create_key(body.tenant, name=body.name, expires_at=expires)
+    key, token = store.create_key(body.tenant, name=body.name, expires_at=expiry_in_days(body.expires_in_days))
     return {**key.to_json(), "token": token}
 
 
@@ -98,8 +104,10 @@ def revoke_key(key_id: str, store: Store) -> dict[str, Any]:
 
 
 @router.post("/keys/{key_id}/rotate")
-def rotate_key(key_id: str, body: KeyRotate, store: Store) -> dict[str, Any]:
-    new_key, token, old = store.rotate_key(key_id, grace=timedelta(hours=body.grace_hours))
+def rotate_key(key_id: str, store: Store, body: Annotated[KeyRotate | None, Body()] = None) -> dict[str, Any]:
+    """The body is optional: the grace period defaults to 24 h."""
+    body = body or KeyRotate()
+    new_key, token, old = store.rotate_key(key_id, grace=grace_hours(body.grace_hours))
     return {**new_key.to_json(), "token": token, "replaces": old.id, "old_key_expires_at": old.expires_at}
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any
 
 from billingproxy.errors import InvalidInput
@@ -16,8 +16,12 @@ __all__ = [
     "ApiKey",
     "Tenant",
     "check_customer",
+    "check_grace",
+    "check_key_name",
     "check_name",
     "check_period",
+    "expiry_in_days",
+    "grace_hours",
     "key_state",
     "parse_budget",
     "parse_models",
@@ -27,6 +31,7 @@ __all__ = [
 
 STATUSES = ("active", "suspended")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,99}$")
+_ID_SHAPED = re.compile(r"^tn_", re.IGNORECASE)
 _STRIPE_CUSTOMER = re.compile(r"^cus_[A-Za-z0-9]+$")
 _MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@\-]{0,199}$")
 
@@ -91,26 +96,71 @@ def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
 # ---- input validation (shared by CLI and admin API) --------------------------------------
 
 
+# The columns' ranges (db/migrations): budgets NUMERIC(20, 6), multipliers NUMERIC(12, 6), limits int4.
+MAX_BUDGET_USD = Decimal("1e14")  # exclusive: 14 integer digits
+MONEY_PLACES = 6
+MAX_LIMIT = 2**31 - 1
+MAX_KEY_LIFETIME = timedelta(days=36_500)  # keys that outlive a century are a typo
+MAX_GRACE = timedelta(days=365)
+
+
+def _decimal(value: str | float | Decimal, what: str) -> Decimal:
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise InvalidInput(f"{what} must be a number, got {value!r}") from None
+    if not number.is_finite():
+        raise InvalidInput(f"{what} must be a finite number, got {value!r}")
+    if number != number.quantize(Decimal(1).scaleb(-MONEY_PLACES), rounding=ROUND_DOWN):
+        # Stored with 6 decimal places: refusing beats silently rounding 0.0000001 to 0.
+        raise InvalidInput(f"{what} has more than {MONEY_PLACES} decimal places: {value!r}")
+    return number
+
+
 def parse_budget(value: str | float | Decimal | None) -> Decimal | None:
     if value is None or value == "":
         return None
-    try:
-        budget = Decimal(str(value))
-    except InvalidOperation as exc:
-        raise InvalidInput(f"budget must be a number of US dollars, got {value!r}") from exc
-    if not budget.is_finite() or budget < 0:
+    budget = _decimal(value, "budget (USD)")
+    if budget < 0:
         raise InvalidInput(f"budget must be a non-negative amount, got {value!r}")
+    if budget >= MAX_BUDGET_USD:
+        raise InvalidInput(f"budget must be below {MAX_BUDGET_USD:,.0f} USD, got {value!r}")
     return budget
 
 
 def parse_multiplier(value: str | float | Decimal) -> Decimal:
-    try:
-        multiplier = Decimal(str(value))
-    except InvalidOperation as exc:
-        raise InvalidInput(f"price multiplier must be a number, got {value!r}") from exc
-    if not multiplier.is_finite() or not Decimal("0.000001") <= multiplier <= Decimal(1000):
+    multiplier = _decimal(value, "price multiplier")
+    if not Decimal("0.000001") <= multiplier <= Decimal(1000):
         raise InvalidInput("price multiplier must be between 0.000001 and 1000")
     return multiplier
+
+
+def expiry_in_days(days: float | None, now: datetime | None = None) -> datetime | None:
+    """When a key created now with this lifetime expires (None: never)."""
+    if days is None:
+        return None
+    if not 0 < days <= MAX_KEY_LIFETIME.days:
+        raise InvalidInput(f"a key's lifetime must be more than 0 and at most {MAX_KEY_LIFETIME.days} days, got {days}")
+    return (now or datetime.now(UTC)) + timedelta(days=days)
+
+
+def grace_hours(hours: float) -> timedelta:
+    """A rotation's grace period, checked before it becomes a timedelta (which overflows)."""
+    if not 0 <= hours <= MAX_GRACE.total_seconds() / 3600:
+        raise InvalidInput(f"grace period must be between 0 and {MAX_GRACE.days * 24} hours, got {hours}")
+    return timedelta(hours=hours)
+
+
+def check_grace(grace: timedelta) -> timedelta:
+    if not timedelta(0) <= grace <= MAX_GRACE:
+        raise InvalidInput(f"grace period must be between 0 and {MAX_GRACE.days * 24} hours")
+    return grace
+
+
+def check_key_name(name: str | None) -> str | None:
+    if name is not None and (not isinstance(name, str) or len(name) > 200 or not name.isprintable()):
+        raise InvalidInput("key name must be at most 200 printable characters")
+    return name
 
 
 def parse_models(value: str | list[str] | None) -> list[str]:
@@ -127,14 +177,18 @@ def parse_models(value: str | list[str] | None) -> list[str]:
 def positive_or_none(name: str, value: int | None) -> int | None:
     if value is None:
         return None
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= MAX_LIMIT:
+        raise InvalidInput(f"{name} must be a whole number from 1 to {MAX_LIMIT}, got {value!r}")
     return value
 
 
 def check_name(name: str) -> str:
+    """Names are unique case-insensitively (an index on lower(name)) and never look like an id,
+    since a tenant is referred to by either."""
     if not isinstance(name, str) or not _NAME.match(name):
         raise InvalidInput("tenant name must be 1-100 letters, digits, spaces, '.', '_' or '-'")
+    if _ID_SHAPED.match(name):
+        raise InvalidInput(f"tenant name {name!r} looks like a tenant id (tn_…); choose another name")
     return name
 
 

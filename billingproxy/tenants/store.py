@@ -4,7 +4,7 @@ console. The only module that writes the ``tenants`` and ``api_keys`` tables."""
 from __future__ import annotations
 
 from dataclasses import fields
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -18,6 +18,8 @@ from billingproxy.tenants.model import (
     ApiKey,
     Tenant,
     check_customer,
+    check_grace,
+    check_key_name,
     check_name,
     check_period,
     parse_budget,
@@ -93,7 +95,8 @@ class TenantStore:
     def get_tenant(self, ref: str) -> Tenant:
         """By id or by name."""
         row = self.conn.execute(
-            _q("SELECT {tenant_columns} FROM tenants WHERE id = %s OR name = %s ORDER BY id = %s DESC LIMIT 1"),
+            _q("""SELECT {tenant_columns} FROM tenants WHERE id = %s OR lower(name) = lower(%s)
+                  ORDER BY id = %s DESC LIMIT 1"""),
             (ref, ref, ref),
         ).fetchone()
         if row is None:
@@ -167,16 +170,22 @@ class TenantStore:
         token: str | None = None,
     ) -> tuple[ApiKey, str]:
         """A new key for the tenant; returns the key and the token, which is never stored."""
-        tenant = self.get_tenant(tenant_ref)
+        with self.conn.transaction():
+            key, token = self._insert_key(self.get_tenant(tenant_ref).id, name, expires_at, token)
+        self.conn.commit()
+        return key, token
+
+    def _insert_key(
+        self, tenant_id: str, name: str | None, expires_at: datetime | None, token: str | None = None
+    ) -> tuple[ApiKey, str]:
         token = token or generate_token()
         if expires_at is not None and expires_at.tzinfo is None:
             raise InvalidInput("expiry must carry a time zone")
         row = self.conn.execute(
             _q("""INSERT INTO api_keys (id, tenant_id, key_hash, key_prefix, name, expires_at)
                 VALUES (%s, %s, %s, %s, %s, %s) RETURNING {key_columns}"""),
-            (new_id("key"), tenant.id, hash_token(token), display_prefix(token), name, expires_at),
+            (new_id("key"), tenant_id, hash_token(token), display_prefix(token), check_key_name(name), expires_at),
         ).fetchone()
-        self.conn.commit()
         return ApiKey(**row), token
 
     def list_keys(self, tenant_ref: str | None = None) -> list[ApiKey]:
@@ -214,18 +223,26 @@ class TenantStore:
         return ApiKey(**row)
 
     def rotate_key(self, key_id: str, *, grace: timedelta = timedelta(hours=24)) -> tuple[ApiKey, str, ApiKey]:
-        """A new key for the same tenant; the old one stays valid for ``grace`` then expires."""
-        if grace < timedelta(0):
-            raise InvalidInput("grace period must not be negative")
-        old = self.get_key(key_id)
-        if old.state() != "active":
-            raise InvalidInput(f"key {key_id} is {old.state()}; only an active key can be rotated")
-        new_key, token = self.create_key(old.tenant_id, name=old.name)
-        row = self.conn.execute(
-            _q("""UPDATE api_keys SET expires_at = least(coalesce(expires_at, 'infinity'), now() + %s)
-                WHERE id = %s RETURNING {key_columns}"""),
-            (grace, key_id),
-        ).fetchone()
+        """A new key for the same tenant, with the old key's lifetime (a 90-day key's successor is a
+        90-day key); the old one stays valid for ``grace`` then expires. One transaction: a failed
+        rotation leaves no new key behind."""
+        grace = check_grace(grace)
+        with self.conn.transaction():
+            row = self.conn.execute(_q("SELECT {key_columns} FROM api_keys WHERE id = %s FOR UPDATE"), (key_id,))
+            found = row.fetchone()
+            if found is None:
+                raise NotFound(f"no key with id {key_id!r}")
+            old = ApiKey(**found)
+            if old.state() != "active":
+                raise InvalidInput(f"key {key_id} is {old.state()}; only an active key can be rotated")
+            lifetime = old.expires_at - old.created_at if old.expires_at and old.created_at else None
+            expires_at = datetime.now(UTC) + lifetime if lifetime else None
+            new_key, token = self._insert_key(old.tenant_id, old.name, expires_at)
+            row = self.conn.execute(
+                _q("""UPDATE api_keys SET expires_at = least(coalesce(expires_at, 'infinity'), now() + %s)
+                    WHERE id = %s RETURNING {key_columns}"""),
+                (grace, key_id),
+            ).fetchone()
         self.conn.commit()
         return new_key, token, ApiKey(**row)
 

@@ -105,3 +105,20 @@ def test_our_own_refusals_keep_their_message() -> None:
         logger.error("refused - %s", OurRefusal("Model 'x' is not allowed for this tenant."))
 
     assert "not allowed for this tenant" in logged(emit)
+
+
+def _filtered(level: int, exc: BaseException | None) -> logging.LogRecord:
+    record = logging.LogRecord("LiteLLM Proxy", level, __file__, 1, "refused - %s", (exc,) if exc else (), None)
+    assert ExceptionTextFilter().filter(record)
+    return record
+
+
+def test_a_client_refusal_of_ours_is_a_warning_not_an_error() -> None:
+    record = _filtered(logging.ERROR, Refusal(429, "budget_exceeded", "Budget exceeded."))
+    assert (record.levelname, record.severity) == ("WARNING", "WARNING")
+
+
+def test_server_side_errors_stay_errors_and_carry_severity() -> None:
+    assert _filtered(logging.ERROR, Refusal(503, "auth_unavailable", "retry")).severity == "ERROR"
+    assert _filtered(logging.ERROR, RuntimeError("provider said no")).levelname == "ERROR"
+    assert _filtered(logging.INFO, None).severity == "INFO"

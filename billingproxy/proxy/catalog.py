@@ -1,0 +1,66 @@
+"""The models config.yaml offers and whether their provider credentials are there.
+
+LiteLLM resolves ``os.environ/NAME`` in ``litellm_params`` when it calls the provider; a model whose
+variable is unset fails only then, with a 500 after the provider's timeout. Admission refuses it at
+once instead (503 ``model_not_configured``), and ``doctor`` names the missing variables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from billingproxy.config import config_path, is_set
+from billingproxy.errors import ConfigError
+
+__all__ = ["ModelCatalog", "ModelEntry"]
+
+_ENV_PREFIX = "os.environ/"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    provider_model: str
+    variables: tuple[str, ...]  # every os.environ/NAME its litellm_params refer to
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        return tuple(name for name in self.variables if not is_set(name))
+
+
+class ModelCatalog:
+    def __init__(self, entries: list[ModelEntry]) -> None:
+        self.entries = entries
+        # A model name can have several deployments: it is usable if any of them is configured.
+        self.unconfigured = {
+            entry.name: entry.missing
+            for entry in entries
+            if entry.missing and all(e.missing for e in entries if e.name == entry.name)
+        }
+
+    @classmethod
+    def from_config(cls, path: Path | None = None) -> ModelCatalog:
+        path = path or config_path()
+        try:
+            config = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from None
+        return cls([_entry(item) for item in config.get("model_list") or [] if item.get("model_name")])
+
+    def refusal_reason(self, model: str) -> str | None:
+        missing = self.unconfigured.get(model)
+        if not missing:
+            return None
+        return f"Model '{model}' is not configured on this gateway (provider credentials missing); ask its operator."
+
+
+def _entry(item: dict[str, Any]) -> ModelEntry:
+    params = item.get("litellm_params") or {}
+    variables = tuple(
+        sorted({value[len(_ENV_PREFIX) :] for value in params.values() if str(value).startswith(_ENV_PREFIX)})
+    )
+    return ModelEntry(str(item["model_name"]), str(params.get("model", "")), variables)
