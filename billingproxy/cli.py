@@ -400,6 +400,11 @@ def service(host: str, port: int | None) -> None:
     uvicorn.run(create_app(), host=host, port=port or int(os.environ.get("PORT", "4001")), log_level="warning")
 
 
+from billingproxy.console.cli import portal  # noqa: E402 - it imports this module's helpers
+
+main.add_command(portal)
+
+
 def run() -> None:
     try:
         main(standalone_mode=False)

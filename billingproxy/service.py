@@ -16,6 +16,7 @@ from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, Field
 
 from billingproxy import queries, stripe_webhooks
+from billingproxy.console import console_router
 from billingproxy.settings import BillingSettings, database_url, master_key
 from billingproxy.sinks import stripe_client
 from billingproxy.tenants import InvalidInput, NotFound, TenantStore
@@ -160,6 +161,8 @@ def create_app(dsn: str | None = None, admin_key: str | None = None, billing: Bi
             "to": end.isoformat(),
             "models": [{k: str(v) if k == "cost_usd" else v for k, v in row.items()} for row in rows],
         }
+
+    app.include_router(console_router(pool, expected_key, billing))
 
     @app.post("/stripe/webhook")
     async def stripe_webhook(

@@ -39,6 +39,11 @@ def database_url() -> str:
     return url
 
 
+def public_url() -> str:
+    """The billing service's address as tenants reach it (portal links): BILLINGPROXY_PUBLIC_URL."""
+    return os.environ.get("BILLINGPROXY_PUBLIC_URL") or "http://127.0.0.1:4001"
+
+
 def master_key() -> str | None:
     """The admin key: PROXY_MASTER_KEY, falling back to LITELLM_MASTER_KEY."""
     return os.environ.get("PROXY_MASTER_KEY") or os.environ.get("LITELLM_MASTER_KEY") or None
