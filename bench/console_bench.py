@@ -225,7 +225,13 @@ def main() -> None:
         print(f"\n{verdict}")
         if args.json_path:
             Path(args.json_path).write_text(
-                json.dumps({"stats": stats, "pages": [dict(zip(("page", "median_ms", "max_ms"), r)) for r in results]}, indent=2)
+                json.dumps(
+                    {
+                        "stats": stats,
+                        "pages": [dict(zip(("page", "median_ms", "max_ms"), r, strict=True)) for r in results],
+                    },
+                    indent=2,
+                )
             )
     finally:
         with psycopg.connect(server_url, autocommit=True) as conn:

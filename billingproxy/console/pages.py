@@ -269,8 +269,9 @@ def invoice_preview(conn: psycopg.Connection, tenant, cost_meter: str | None, no
                   coalesce(sum(value) FILTER (WHERE status IN ('failed', 'reconcile')), 0)::bigint AS in_doubt,
                   max(sent_at) AS last_sent_at
            FROM billing_outbox
-           WHERE tenant_id = %s AND meter = %s AND window_start >= %s AND window_start < %s""",
-        (tenant.id, cost_meter or "", start, end),
+           WHERE customer_id = ANY(%s) AND meter = %s AND window_start >= %s AND window_start < %s
+             AND tenant_id = %s""",
+        ([c for c in (tenant.stripe_customer_id, tenant.id) if c], cost_meter or "", start, end, tenant.id),
     ).fetchone()
     multiplier = tenant.price_multiplier
     # The relay carries the markup's sub-micro-dollar rounding across windows (billing_carry), so
@@ -298,43 +299,82 @@ def invoice_preview(conn: psycopg.Connection, tenant, cost_meter: str | None, no
     }
 
 
+_UNSENT = """SELECT status, count(*)::bigint AS entries, coalesce(sum(value), 0)::bigint AS value,
+                    min(created_at) AS oldest, max(created_at) AS newest,
+                    count(*) FILTER (WHERE status = 'pending' AND created_at < %s)::bigint AS late_entries,
+                    coalesce(sum(value) FILTER (WHERE status = 'pending' AND created_at < %s), 0)::bigint AS late_value,
+                    min(created_at) FILTER (WHERE status = 'pending' AND created_at < %s) AS late_oldest,
+                    max(created_at) FILTER (WHERE status = 'pending' AND created_at < %s) AS late_newest
+             FROM billing_outbox WHERE status <> 'sent' GROUP BY status"""
+
+
 def outbox_by_status(conn: psycopg.Connection, now: datetime) -> list[dict]:
+    """Entries per status. Everything not yet sent is read exactly (a partial index holds just
+    those); the ``sent`` value is derived from ``billing_carry`` (every unit ever put into a usage
+    entry) minus the unsent ones, plus sent corrections, and its count is the planner's estimate
+    of the table size minus the unsent entries: the outbox grows by one entry per tenant-minute,
+    so the page never counts it row by row."""
     late_before = now - LATE_AFTER
-    rows = conn.execute(
-        """SELECT status, count(*)::bigint AS entries, coalesce(sum(value), 0)::bigint AS value,
-                  min(created_at) AS oldest, max(created_at) AS newest
-           FROM billing_outbox GROUP BY status ORDER BY status"""
-    ).fetchall()
-    late = conn.execute(
-        """SELECT count(*)::bigint AS entries, coalesce(sum(value), 0)::bigint AS value, min(created_at) AS oldest,
-                  max(created_at) AS newest
-           FROM billing_outbox WHERE status = 'pending' AND created_at < %s""",
-        (late_before,),
-    ).fetchone()
+    rows = conn.execute(_UNSENT, (late_before,) * 4).fetchall()
     by_status = {row["status"]: row for row in rows}
+    late = {"entries": 0, "value": 0, "oldest": None, "newest": None}
+    for row in rows:
+        if row["late_entries"]:
+            late = {
+                "entries": row["late_entries"],
+                "value": row["late_value"],
+                "oldest": row["late_oldest"],
+                "newest": row["late_newest"],
+            }
+    totals = conn.execute(
+        """SELECT (SELECT coalesce(sum(reported), 0) FROM billing_carry)::bigint AS carried,
+                  (SELECT coalesce(sum(value), 0) FROM billing_outbox WHERE status <> 'sent' AND kind = 'usage')::bigint
+                      AS unsent_usage,
+                  (SELECT coalesce(sum(value), 0) FROM billing_outbox WHERE kind = 'fix' AND status = 'sent')::bigint
+                      AS sent_fixes,
+                  (SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'billing_outbox'::regclass)
+                      AS estimate,
+                  (SELECT max(created_at) FROM (SELECT created_at FROM billing_outbox WHERE status = 'sent'
+                                                ORDER BY id DESC LIMIT 1) s) AS newest_sent"""
+    ).fetchone()
+    unsent_count = sum(row["entries"] for row in rows)
+    sent = {
+        "entries": max(totals["estimate"] - unsent_count, 0),
+        "estimated": True,
+        "value": totals["carried"] - totals["unsent_usage"] + totals["sent_fixes"],
+        "oldest": None,
+        "newest": totals["newest_sent"],
+    }
     out = []
     for status in ("pending", "late", "failed", "reconcile", "sent", "reconciled", "cancelled"):
-        row = late if status == "late" else by_status.get(status)
-        out.append({"status": status, **(row or {"entries": 0, "value": 0, "oldest": None, "newest": None})})
+        if status == "late":
+            row = late
+        elif status == "sent":
+            row = sent
+        else:
+            row = by_status.get(status) or {"entries": 0, "value": 0, "oldest": None, "newest": None}
+        out.append({"estimated": False, **row, "status": status})
     return out
 
 
 def relay_activity(conn: psycopg.Connection) -> dict:
-    """What the relay did last: no pass log exists, so the outbox's own timestamps tell it."""
+    """What the relay did last. No pass log exists, so the outbox tells it: the newest entry
+    (sealed), and the latest confirmation among the newest 5,000 entries (by id, the primary key)."""
     row = conn.execute(
-        """SELECT (SELECT max(created_at) FROM billing_outbox) AS last_sealed_at,
-                  (SELECT max(sent_at) FROM billing_outbox) AS last_sent_at,
+        """SELECT (SELECT created_at FROM billing_outbox ORDER BY id DESC LIMIT 1) AS last_sealed_at,
+                  (SELECT max(sent_at) FROM (SELECT sent_at FROM billing_outbox ORDER BY id DESC LIMIT 5000) s)
+                      AS last_sent_at,
                   (SELECT count(*) FROM billing_accrual
-                   WHERE (cost_usd <> sealed_cost_usd OR input_tokens <> sealed_input_tokens
-                          OR output_tokens <> sealed_output_tokens))::bigint AS unsealed_windows,
+                   WHERE cost_usd <> sealed_cost_usd OR input_tokens <> sealed_input_tokens
+                         OR output_tokens <> sealed_output_tokens)::bigint AS unsealed_windows,
                   (SELECT min(window_start) FROM billing_accrual
-                   WHERE (cost_usd <> sealed_cost_usd OR input_tokens <> sealed_input_tokens
-                          OR output_tokens <> sealed_output_tokens)) AS oldest_unsealed"""
+                   WHERE cost_usd <> sealed_cost_usd OR input_tokens <> sealed_input_tokens
+                         OR output_tokens <> sealed_output_tokens) AS oldest_unsealed"""
     ).fetchone()
     row["recent_errors"] = conn.execute(
         """SELECT identifier, tenant_id, customer_id, status, attempts, last_error, created_at
            FROM billing_outbox
-           WHERE status IN ('failed', 'reconcile') OR (status = 'pending' AND last_error IS NOT NULL)
+           WHERE status <> 'sent' AND (status IN ('failed', 'reconcile') OR last_error IS NOT NULL)
            ORDER BY id DESC LIMIT 10"""
     ).fetchall()
     return row
@@ -342,30 +382,41 @@ def relay_activity(conn: psycopg.Connection) -> dict:
 
 def customers_reconciliation(conn: psycopg.Connection, cost_meter: str | None) -> list[dict]:
     """Per tenant with a customer: the database's billable sum (everything accrued, with markup,
-    floored to micro-dollars) vs what was reported to the sink (``sent``) and what is in flight.
+    floored to micro-dollars) vs what was reported to the sink and what is in flight.
 
-    Sealed usage is carried exactly in ``billing_carry.accrued`` (markup applied at sealing);
-    not-yet-sealed usage comes from the partial index of unsealed accrual windows, at today's
-    markup. Reported comes from the outbox (``sent`` / ``reconciled``) for the cost meter."""
+    Sealed usage is carried exactly in ``billing_carry.accrued`` (markup applied at sealing) and
+    ``billing_carry.reported`` counts every unit put into entries; not-yet-sealed usage comes from
+    the partial index of unsealed accrual windows (at today's markup), and the entries not sent
+    yet (pending, failed, in doubt) and corrections from the outbox's small partial indexes."""
+    meter = cost_meter or ""
     rows = conn.execute(
-        """SELECT t.id AS tenant_id, t.name, t.stripe_customer_id AS customer_id, t.price_multiplier,
+        """WITH unsealed AS (
+               SELECT tenant_id, sum(cost_usd - sealed_cost_usd) AS cost
+               FROM billing_accrual
+               WHERE cost_usd <> sealed_cost_usd OR input_tokens <> sealed_input_tokens
+                     OR output_tokens <> sealed_output_tokens
+               GROUP BY tenant_id),
+           unsent AS (
+               SELECT tenant_id, sum(value) FILTER (WHERE kind = 'usage' AND status <> 'reconciled') AS not_reported,
+                      sum(value) FILTER (WHERE status = 'pending') AS pending,
+                      sum(value) FILTER (WHERE status IN ('failed', 'reconcile')) AS in_doubt
+               FROM billing_outbox WHERE status <> 'sent' AND meter = %(meter)s GROUP BY tenant_id),
+           fixes AS (
+               SELECT tenant_id, sum(value) FILTER (WHERE status = 'sent') AS sent
+               FROM billing_outbox WHERE kind = 'fix' AND meter = %(meter)s GROUP BY tenant_id)
+           SELECT t.id AS tenant_id, t.name, t.stripe_customer_id AS customer_id, t.price_multiplier,
                   coalesce(c.accrued, 0) AS sealed_exact, coalesce(c.reported, 0)::bigint AS sealed_units,
-                  coalesce(u.unsealed, 0) AS unsealed_cost_usd,
-                  coalesce(o.reported, 0)::bigint AS reported, coalesce(o.pending, 0)::bigint AS pending,
-                  coalesce(o.in_doubt, 0)::bigint AS in_doubt
+                  coalesce(u.cost, 0) AS unsealed_cost_usd,
+                  (coalesce(c.reported, 0) - coalesce(n.not_reported, 0) + coalesce(f.sent, 0))::bigint AS reported,
+                  coalesce(n.pending, 0)::bigint AS pending, coalesce(n.in_doubt, 0)::bigint AS in_doubt
            FROM tenants t
            LEFT JOIN billing_carry c ON c.tenant_id = t.id AND c.meter = %(meter)s
-           LEFT JOIN LATERAL (SELECT sum(cost_usd - sealed_cost_usd) AS unsealed FROM billing_accrual a
-                              WHERE a.tenant_id = t.id
-                                AND (a.cost_usd <> a.sealed_cost_usd OR a.input_tokens <> a.sealed_input_tokens
-                                     OR a.output_tokens <> a.sealed_output_tokens)) u ON true
-           LEFT JOIN LATERAL (SELECT sum(value) FILTER (WHERE status IN ('sent', 'reconciled')) AS reported,
-                                     sum(value) FILTER (WHERE status = 'pending') AS pending,
-                                     sum(value) FILTER (WHERE status IN ('failed', 'reconcile')) AS in_doubt
-                              FROM billing_outbox b WHERE b.tenant_id = t.id AND b.meter = %(meter)s) o ON true
+           LEFT JOIN unsealed u ON u.tenant_id = t.id
+           LEFT JOIN unsent n ON n.tenant_id = t.id
+           LEFT JOIN fixes f ON f.tenant_id = t.id
            WHERE t.stripe_customer_id IS NOT NULL
            ORDER BY t.name""",
-        {"meter": cost_meter or ""},
+        {"meter": meter},
     ).fetchall()
     for row in rows:
         exact = Decimal(row["sealed_exact"]) + Decimal(row["unsealed_cost_usd"]) * MICRO * row["price_multiplier"]

@@ -51,8 +51,6 @@ def chromium_path() -> str:
     return path
 
 
-
-
 class BillingService:
     """``python -m billingproxy service`` as its own process, like ``make run`` starts it."""
 

@@ -26,6 +26,7 @@ from tests.billing_support import make_relay
 from tests.console_support import billable_microusd, ledger_cost, record, seed_usage
 from tests.support import MASTER_KEY, REPO, wait_until
 
+
 def chat(proxy, token: str, content: str = "one two three"):
     client = openai.OpenAI(base_url=proxy.url + "/v1", api_key=token, max_retries=0)
     return client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": content}], max_tokens=5)

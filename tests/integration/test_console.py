@@ -194,7 +194,13 @@ def test_pages_show_the_rollups(operator, world):
         ).fetchone()["s"]
     all_time = int(total * 1_000_000 * Decimal("1.25"))
     row = re.search(r'data-customer="cus_alpha">(.*?)</tr>', billing, re.S).group(1)
-    assert f"{all_time:,}" in row and expected <= all_time
+    with db.connect(world["url"]) as conn:
+        sent = conn.execute(
+            "SELECT sum(value) AS s FROM billing_outbox WHERE tenant_id = %s AND status = 'sent'", (alpha.id,)
+        ).fetchone()["s"]
+    cells = re.findall(r'<td class="n">([^<]*)</td>', row)
+    assert cells[:2] == [f"{all_time:,}", f"{sent:,}"] and expected <= all_time  # billable, reported
+    assert sent == world["stripe"].totals()["cus_alpha"]
     prices = operator.get("/console/prices").text
     assert "gpt-4o" in prices and "0.0000025" in prices
 
