@@ -74,15 +74,27 @@ class Schema:
 # ---- overview ----------------------------------------------------------------------------
 
 
+def _tenant_filter(tenant_id: str | None, alias: str = "") -> sql.Composable:
+    """``AND tenant_id = %(tenant)s`` for one tenant, nothing for all: two plain statements, so a
+    prepared (generic) plan never has to cover both cases."""
+    return sql.SQL(f"AND {alias}tenant_id = %(tenant)s") if tenant_id else sql.SQL("")
+
+
 def daily_series(conn: psycopg.Connection, start: date, end: date, tenant_id: str | None = None) -> list[dict]:
     """Per day in [start, end]: requests, failures, rejected, tokens, cost; days without usage as zeros."""
     rows = conn.execute(
-        """SELECT d.day::date AS day, coalesce(sum(u.requests), 0)::bigint AS requests,
-                  coalesce(sum(u.failures), 0)::bigint AS failures, coalesce(sum(u.rejected), 0)::bigint AS rejected,
-                  coalesce(sum(u.total_tokens), 0)::bigint AS tokens, coalesce(sum(u.cost_usd), 0) AS cost_usd
-           FROM generate_series(%(start)s::date, %(end)s::date, interval '1 day') AS d(day)
-           LEFT JOIN usage_daily u ON u.day = d.day::date AND (%(tenant)s::text IS NULL OR u.tenant_id = %(tenant)s)
-           GROUP BY d.day ORDER BY d.day""",
+        sql.SQL(
+            """WITH u AS (
+                   SELECT day, sum(requests) AS requests, sum(failures) AS failures, sum(rejected) AS rejected,
+                          sum(total_tokens) AS tokens, sum(cost_usd) AS cost_usd
+                   FROM usage_daily WHERE day >= %(start)s AND day <= %(end)s {tenant} GROUP BY day)
+               SELECT d.day::date AS day, coalesce(u.requests, 0)::bigint AS requests,
+                      coalesce(u.failures, 0)::bigint AS failures, coalesce(u.rejected, 0)::bigint AS rejected,
+                      coalesce(u.tokens, 0)::bigint AS tokens, coalesce(u.cost_usd, 0) AS cost_usd
+               FROM generate_series(%(start)s::date, %(end)s::date, interval '1 day') AS d(day)
+               LEFT JOIN u ON u.day = d.day::date
+               ORDER BY d.day"""
+        ).format(tenant=_tenant_filter(tenant_id)),
         {"start": start, "end": end, "tenant": tenant_id},
     ).fetchall()
     for row in rows:
@@ -103,23 +115,23 @@ def hourly_series(
                       coalesce(sum(u.cost_usd), 0) AS cost_usd, NULL::bigint AS tokens
                FROM generate_series(%(start)s::timestamptz, %(end)s::timestamptz - interval '1 hour',
                                     interval '1 hour') AS h(hour)
-               LEFT JOIN usage_hourly u ON u.hour = h.hour
-                    AND (%(tenant)s::text IS NULL OR u.tenant_id = %(tenant)s)
+               LEFT JOIN usage_hourly u ON u.hour = h.hour {tenant}
                GROUP BY h.hour ORDER BY h.hour"""
     else:
         query = """WITH a AS (
                    SELECT date_trunc('hour', window_start) AS hour, sum(cost_usd) AS cost_usd,
                           sum(input_tokens + output_tokens)::bigint AS tokens
                    FROM billing_accrual
-                   WHERE window_start >= %(start)s AND window_start < %(end)s
-                     AND (%(tenant)s::text IS NULL OR tenant_id = %(tenant)s)
+                   WHERE window_start >= %(start)s AND window_start < %(end)s {tenant}
                    GROUP BY 1)
                SELECT h.hour, NULL::bigint AS requests, NULL::bigint AS failures, NULL::bigint AS rejected,
                       coalesce(a.cost_usd, 0) AS cost_usd, coalesce(a.tokens, 0)::bigint AS tokens
                FROM generate_series(%(start)s::timestamptz, %(end)s::timestamptz - interval '1 hour',
                                     interval '1 hour') AS h(hour)
                LEFT JOIN a ON a.hour = h.hour ORDER BY h.hour"""
-    rows = conn.execute(query, params).fetchall()
+    rows = conn.execute(
+        sql.SQL(query).format(tenant=_tenant_filter(tenant_id, "u." if schema.hourly_table else "")), params
+    ).fetchall()
     for row in rows:
         row["error_rate"] = (
             None if row["requests"] is None else error_rate(row["requests"], row["failures"], row["rejected"])
@@ -141,12 +153,14 @@ def top_tenants(conn: psycopg.Connection, start: date, limit: int = 10) -> list[
 
 def by_model(conn: psycopg.Connection, start: date, tenant_id: str | None = None, limit: int = 50) -> list[dict]:
     rows = conn.execute(
-        """SELECT model, sum(requests)::bigint AS requests, sum(failures)::bigint AS failures,
+        sql.SQL(
+            """SELECT model, sum(requests)::bigint AS requests, sum(failures)::bigint AS failures,
                   sum(rejected)::bigint AS rejected, sum(prompt_tokens)::bigint AS prompt_tokens,
                   sum(completion_tokens)::bigint AS completion_tokens, sum(total_tokens)::bigint AS tokens,
                   sum(cost_usd) AS cost_usd
-           FROM usage_daily WHERE day >= %(start)s AND (%(tenant)s::text IS NULL OR tenant_id = %(tenant)s)
-           GROUP BY model ORDER BY sum(cost_usd) DESC, model LIMIT %(limit)s""",
+           FROM usage_daily WHERE day >= %(start)s {tenant}
+           GROUP BY model ORDER BY sum(cost_usd) DESC, model LIMIT %(limit)s"""
+        ).format(tenant=_tenant_filter(tenant_id)),
         {"start": start, "tenant": tenant_id, "limit": limit},
     ).fetchall()
     for row in rows:
@@ -200,31 +214,44 @@ def tenants_with_spend(conn: psycopg.Connection, now: datetime) -> list[dict]:
     """Every tenant with its spend this budget period, held (reserved) and remaining budget.
 
     Spend is max(budget_spend, usage rollup), as the budget store itself counts it."""
+    # One range scan of the month's rollup rows (contiguous on the (day, tenant, model) key), not a
+    # lookup per tenant (a tenant's rollup rows are spread over the table); all-time sums only for
+    # tenants with a 'total' budget.
     rows = conn.execute(
-        """WITH t AS (
+        """WITH m AS (
+               SELECT tenant_id, sum(cost_usd) AS cost, sum(requests) AS requests,
+                      sum(cost_usd) FILTER (WHERE day >= %(today)s) AS today_cost
+               FROM usage_daily WHERE day >= %(month_day)s GROUP BY tenant_id),
+           alltime AS (
+               SELECT tenant_id, sum(cost_usd) AS cost FROM usage_daily
+               WHERE tenant_id IN (SELECT id FROM tenants WHERE budget_period = 'total') GROUP BY tenant_id),
+           held AS (
+               SELECT tenant_id, period_start, sum(amount) AS held FROM budget_leases
+               WHERE expires_at > now() GROUP BY tenant_id, period_start),
+           t AS (
                SELECT id, name, status, budget_usd, budget_period, stripe_customer_id, price_multiplier, created_at,
                       CASE budget_period WHEN 'monthly' THEN %(month)s::timestamptz
                                          WHEN 'daily' THEN %(day)s::timestamptz
                                          ELSE %(epoch)s::timestamptz END AS period_start
                FROM tenants)
-           SELECT t.*, greatest(coalesce(bs.spent, 0), coalesce(d.spent, 0)) AS spent_usd,
-                  coalesce(l.held, 0) AS reserved_usd, coalesce(m.cost, 0) AS month_cost_usd,
+           SELECT t.*,
+                  greatest(coalesce(bs.spent, 0),
+                           coalesce(CASE t.budget_period WHEN 'monthly' THEN m.cost WHEN 'daily' THEN m.today_cost
+                                    ELSE a.cost END, 0)) AS spent_usd,
+                  coalesce(h.held, 0) AS reserved_usd, coalesce(m.cost, 0) AS month_cost_usd,
                   coalesce(m.requests, 0)::bigint AS month_requests
            FROM t
            LEFT JOIN budget_spend bs ON bs.tenant_id = t.id AND bs.period_start = t.period_start
-           LEFT JOIN LATERAL (SELECT sum(cost_usd) AS spent FROM usage_daily u
-                              WHERE u.tenant_id = t.id AND u.day >= (t.period_start AT TIME ZONE 'UTC')::date) d ON true
-           LEFT JOIN LATERAL (SELECT sum(cost_usd) AS cost, sum(requests) AS requests FROM usage_daily u
-                              WHERE u.tenant_id = t.id AND u.day >= %(month_day)s) m ON true
-           LEFT JOIN LATERAL (SELECT sum(amount) AS held FROM budget_leases b
-                              WHERE b.tenant_id = t.id AND b.period_start = t.period_start
-                                AND b.expires_at > now()) l ON true
+           LEFT JOIN m ON m.tenant_id = t.id
+           LEFT JOIN alltime a ON a.tenant_id = t.id
+           LEFT JOIN held h ON h.tenant_id = t.id AND h.period_start = t.period_start
            ORDER BY t.created_at, t.id""",
         {
             "month": period_start("monthly", now),
             "day": period_start("daily", now),
             "epoch": period_start("total", now),
             "month_day": month_start(now).date(),
+            "today": period_start("daily", now).date(),
         },
     ).fetchall()
     for row in rows:

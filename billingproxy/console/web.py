@@ -287,7 +287,7 @@ def console_router(
                 series = pages.daily_series(conn, (at - timedelta(days=29)).date(), at.date())
                 labels = [r["day"].strftime("%m-%d") for r in series]
             has_requests = bool(series) and series[0]["requests"] is not None
-            month_models = pages.by_model(conn, month.date(), limit=10)
+            month_models = pages.by_model(conn, month.date(), limit=1000)  # every model: the month's totals
             tenants = pages.tenants_with_spend(conn, at)
             context = {
                 "by": by,
@@ -303,9 +303,9 @@ def console_router(
                     fmt=lambda v: f"{v * 100:.0f}%", color="#c94a35",
                 ) if has_requests else None,
                 "month": month,
-                "month_totals": pages.totals(pages.daily_series(conn, month.date(), at.date())),
+                "month_totals": pages.totals(month_models),
                 "top_tenants": pages.top_tenants(conn, month.date()),
-                "top_models": month_models,
+                "top_models": month_models[:10],
                 "instances": pages.budget_health(conn),
                 "near_budget": sorted(
                     (t for t in tenants if t["used_ratio"] is not None and t["used_ratio"] >= 0.8),
