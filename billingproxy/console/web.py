@@ -228,7 +228,7 @@ def console_router(
         response = render(request, "login.html", {"login_csrf": token, "next": _safe_next(next), "error": None})
         response.set_cookie(
             LOGIN_COOKIE, token, max_age=600, httponly=True, samesite="strict", path="/console",
-            secure=request.url.scheme == "https",
+            secure=_https(request),
         )  # fmt: skip
         return response
 
@@ -246,14 +246,22 @@ def console_router(
                 {"login_csrf": token, "next": _safe_next(form.get("next")), "error": "That is not the master key."},
                 401,
             )
-            response.set_cookie(LOGIN_COOKIE, token, max_age=600, httponly=True, samesite="strict", path="/console")
+            response.set_cookie(
+                LOGIN_COOKIE,
+                token,
+                max_age=600,
+                httponly=True,
+                samesite="strict",
+                path="/console",
+                secure=_https(request),
+            )
             response.delete_cookie(COOKIE, path="/console")
             return response
         _, cookie = signer.issue()
         response = RedirectResponse(_safe_next(form.get("next")), status_code=303)
         response.set_cookie(
             COOKIE, cookie, max_age=signer.ttl_s, httponly=True, samesite="strict", path="/console",
-            secure=request.url.scheme == "https",
+            secure=_https(request),
         )  # fmt: skip
         response.delete_cookie(LOGIN_COOKIE, path="/console")
         return response
@@ -437,7 +445,7 @@ def console_router(
 
     @router.post("/console/tenants/{ref}/portal-links")
     async def link_create(request: Request, ref: str) -> Response:
-        base = str(request.base_url)
+        base = _base_url(request)
 
         def create(conn: Any, form: dict) -> dict:
             days = _optional_float(form.get("expires_in_days"), "expiry (days)") or 30.0
@@ -606,7 +614,7 @@ def console_router(
         require_admin(authorization)
         days = (body or PortalLinkCreate()).expires_in_days
         link, token = db(lambda conn: PortalLinks(conn).create(ref, expires_in_days=days, created_by="admin-api"))
-        return {**link.to_json(), "url": portal_url(str(request.base_url), token)}
+        return {**link.to_json(), "url": portal_url(_base_url(request), token)}
 
     @router.get("/admin/portal-links")
     def admin_link_list(
@@ -621,6 +629,16 @@ def console_router(
         return db(lambda conn: PortalLinks(conn).revoke(link_id)).to_json()
 
     return router
+
+
+def _https(request: Request) -> bool:
+    """Served over HTTPS, directly or behind Cloud Run's front end (which terminates TLS)."""
+    return request.url.scheme == "https" or request.headers.get("x-forwarded-proto", "").lower() == "https"
+
+
+def _base_url(request: Request) -> str:
+    base = str(request.base_url)
+    return "https://" + base.split("://", 1)[1] if _https(request) and base.startswith("http://") else base
 
 
 def _safe_next(target: str | None) -> str:

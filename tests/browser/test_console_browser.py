@@ -87,6 +87,15 @@ def page(browser_context):
     page.close()
 
 
+def screenshot(page, path: Path, **options) -> None:
+    """A PNG of the page, reduced to a 128-colour palette (a few dozen KB: committed for the README)."""
+    from PIL import Image
+
+    page.screenshot(path=str(path), **options)
+    with Image.open(path) as image:
+        image.convert("RGB").quantize(colors=128).save(path, optimize=True)
+
+
 def text(page, selector: str) -> str:
     return page.locator(selector).first.inner_text().strip()
 
@@ -105,7 +114,7 @@ def test_1_login_then_the_demo_tenants_spend_equals_its_rows(page, billing_servi
     (cookie,) = [c for c in page.context.cookies() if c["name"] == "bp_console"]
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["expires"] > 0
     assert "Top tenants this month" in page.content()
-    page.screenshot(path=str(shots / "overview.png"))
+    screenshot(page, shots / "overview.png")
 
     page.click("text=Tenants")
     page.click(f"a[href='/console/tenants/{tenant.id}']")
@@ -182,7 +191,7 @@ def test_4_the_portal_invoice_preview_equals_the_billable_sum(
 
     wait_until(reported_all, timeout=60, interval=0.5, what="the demo tenant's usage to be reported")
     page.goto(f"{billing_service.url}/console/tenants/{tenant.id}")
-    page.screenshot(path=str(shots / "tenant.png"))
+    screenshot(page, shots / "tenant.png")
     page.click("#create-link-button")
     url = text(page, "#new-link")
     assert url.startswith(billing_service.url + "/portal/bpp_")
@@ -195,7 +204,7 @@ def test_4_the_portal_invoice_preview_equals_the_billable_sum(
     assert int(portal.get_attribute("#invoice-reported", "data-microusd")) == billable
     assert fake_stripe.totals().get(tenant.stripe_customer_id) == billable
     assert text(portal, "#month-cost") == usd6(ledger_cost(database_url, tenant.id))
-    portal.screenshot(path=str(shots / "portal.png"), full_page=False)
+    screenshot(portal, shots / "portal.png")
     csv_body = portal.request.get(url + "/usage.csv").text()
     assert csv_body.startswith("tenant,day,model") and all(
         line.startswith("demo,") for line in csv_body.strip().splitlines()[1:]

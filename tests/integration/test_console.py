@@ -356,3 +356,24 @@ def test_portal_link_through_the_cli(world, monkeypatch):
     assert missing.exit_code != 0 and "no tenant" in missing.output
     human = CliRunner().invoke(cli, ["portal", "link", "beta", "--base-url", "http://127.0.0.1:9"])
     assert human.exit_code == 0 and "http://127.0.0.1:9/portal/bpp_" in human.output
+
+
+def test_cookies_are_secure_behind_an_https_front_end(app_client):
+    """Cloud Run terminates TLS and forwards http with X-Forwarded-Proto: https."""
+    https = {"X-Forwarded-Proto": "https"}
+    form = app_client.get("/console/login", headers=https)
+    assert "secure" in form.headers["set-cookie"].lower()
+    login_cookie = form.headers["set-cookie"].split(";", 1)[0]  # a Secure cookie: httpx keeps it off http
+    response = app_client.post(
+        "/console/login",
+        data={"master_key": MASTER, "csrf": csrf_of(form.text)},
+        headers={**https, "Cookie": login_cookie},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303, response.text
+    session_cookie = next(c for c in response.headers.get_list("set-cookie") if c.startswith(COOKIE + "="))
+    assert "secure" in session_cookie.lower() and "httponly" in session_cookie.lower()
+    link = app_client.post(
+        "/admin/tenants/alpha/portal-links", headers={**https, "Authorization": f"Bearer {MASTER}"}
+    ).json()
+    assert link["url"].startswith("https://testserver/portal/bpp_")
