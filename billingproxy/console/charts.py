@@ -30,18 +30,25 @@ def _nice(value: float) -> float:
     return 10 * exponent
 
 
+def _axis_format(top: float) -> Callable[[float], str]:
+    """Enough decimals that the axis' quarter steps differ (steps of 0.00005 get 6)."""
+    decimals = 0 if top >= 10 else max(0, 1 - math.floor(math.log10(top / 4)))
+    return lambda v: f"{v:,.{min(decimals, 8)}f}"
+
+
 def bar_chart(
     values: Sequence[float | Decimal | int | None],
     labels: Sequence[str],
     *,
     title: str,
-    fmt: Callable[[float], str] = lambda v: f"{v:,.2f}",
+    fmt: Callable[[float], str] | None = None,
     color: str = "#3566c9",
     label_every: int = 0,
 ) -> Markup:
     """Bars with a y axis (0 … a round maximum) and every n-th x label; None draws no bar."""
     numbers = [float(v) if v is not None else None for v in values]
     top = _nice(max([v for v in numbers if v is not None] or [0]))
+    fmt = fmt or _axis_format(top)
     inner_w, inner_h = WIDTH - PAD_L - PAD_R, HEIGHT - PAD_T - PAD_B
     n = max(len(numbers), 1)
     step = inner_w / n

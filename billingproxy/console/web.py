@@ -77,8 +77,8 @@ def usd(value: Any, places: int | None = None) -> str:
     if value is None:
         return "—"
     amount = Decimal(value)
-    if places is None:
-        places = 2 if abs(amount) >= 100 else 6
+    if places is None:  # whole cents as cents; small amounts to the micro-dollar, as they are billed
+        places = 2 if abs(amount) >= 100 or amount == amount.quantize(Decimal("0.01")) else 6
     return f"${amount:,.{places}f}"
 
 

@@ -171,8 +171,10 @@ def usd6(value: Decimal) -> str:
 def test_pages_show_the_rollups(operator, world):
     alpha, beta = world["alpha"], world["beta"]
     month_alpha = ledger_cost(world["url"], alpha.id)
-    for path in PAGES:
-        assert operator.get(path).status_code == 200, path
+    for path in [*PAGES, f"/console/tenants/{alpha.id}"]:
+        page = operator.get(path)
+        assert page.status_code == 200, path
+        assert " style=" not in page.text and "<script" not in page.text, path  # the CSP allows neither
     overview = operator.get("/console").text
     assert "alpha" in overview and "beta" in overview and "Top models this month" in overview
     assert f'data-usd="{month_alpha}"' in overview  # alpha in the top tenants, the ledger's sum
