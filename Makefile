@@ -20,7 +20,7 @@ export LITELLM_LOG ?= WARNING
 export NUM_WORKERS ?= 1
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: run test lint format install clean bench soak load
+.PHONY: run test lint format install clean bench soak load screenshots console-bench
 
 # Runs a command, printing a line every 10 s while it works (a cold install is never silent long).
 heartbeat = ( ( n=0; while sleep 10; do n=$$((n + 10)); echo "[install]   … still installing ($${n} s)"; done ) & \
@@ -83,6 +83,14 @@ bench: $(STAMP)
 # 100k requests through our proxy; RSS growth (~15 min).
 soak: $(STAMP)
 	$(PY) -m bench.soak --requests 100000 --concurrency 32
+
+# The console's browser tests, writing the README's screenshots (needs /usr/bin/chromium).
+screenshots: $(STAMP)
+	CONSOLE_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/browser -q
+
+# 1,000,000 usage rows over 200 tenants in a throwaway database; each console page's server time.
+console-bench: $(STAMP)
+	$(PY) -m bench.console_bench
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

@@ -31,6 +31,7 @@ __all__ = [
     "environment",
     "is_set",
     "master_key",
+    "public_url",
     "service_port",
 ]
 
@@ -286,3 +287,8 @@ def is_set(name: str) -> bool:
     """Whether a variable config.yaml refers to (``os.environ/NAME``) is set: provider credentials
     are LiteLLM's to read, so they are not in the configuration table."""
     return _raw(name) is not None
+
+
+def public_url() -> str:
+    """The billing service's address as tenants reach it (portal links): BILLINGPROXY_PUBLIC_URL."""
+    return _raw("BILLINGPROXY_PUBLIC_URL") or "http://127.0.0.1:4001"

@@ -265,6 +265,7 @@ def _banner(proxy_url: str, service_port: int, token: str) -> str:
 ================ BillingProxy is running ================
 Proxy:            {proxy_url}   (OpenAI-compatible, base_url {proxy_url}/v1)
 Billing service:  http://127.0.0.1:{service_port}   (admin API; PROXY_MASTER_KEY in .data/run.env)
+Console:          http://127.0.0.1:{service_port}/console   (log in with PROXY_MASTER_KEY from .data/run.env)
 Demo token:       {token}
 
 Try it:
@@ -279,6 +280,7 @@ print(r.choices[0].message.content)'
 
 Usage so far:  set -a; . .data/run.env; set +a; .venv/bin/python -m billingproxy usage report --tenant demo \\
   --from 2000-01-01 --to 2100-01-01
+Tenant portal (same env):  .venv/bin/python -m billingproxy portal link demo --base-url http://127.0.0.1:{service_port}
 Press Ctrl-C to stop (data stays in .data/).
 =========================================================="""
 

@@ -33,9 +33,18 @@ def main() -> None:
 
 
 def _register() -> None:
-    from billingproxy.cli import db_cmd, doctor_cmd, key_cmd, service_cmd, stripe_cmd, tenant_cmd, usage_cmd
+    from billingproxy.cli import (
+        db_cmd,
+        doctor_cmd,
+        key_cmd,
+        portal_cmd,
+        service_cmd,
+        stripe_cmd,
+        tenant_cmd,
+        usage_cmd,
+    )
 
-    for module in (db_cmd, tenant_cmd, key_cmd, usage_cmd, stripe_cmd, service_cmd, doctor_cmd):
+    for module in (db_cmd, tenant_cmd, key_cmd, usage_cmd, stripe_cmd, service_cmd, doctor_cmd, portal_cmd):
         main.add_command(module.command)
 
 

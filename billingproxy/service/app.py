@@ -15,6 +15,7 @@ from psycopg_pool import ConnectionPool
 from billingproxy.billing import StripeApi, stripe_client
 from billingproxy.config import BillingSettings, database_url, master_key
 from billingproxy.service import admin, stripe_webhook
+from billingproxy.service.console import console_router
 from billingproxy.service.deps import ServiceState
 from billingproxy.service.errors import install_error_handlers
 
@@ -37,9 +38,10 @@ def create_app(dsn: str | None = None, admin_key: str | None = None, billing: Bi
             pool.close()
 
     app = FastAPI(title="BillingProxy billing service", docs_url=None, redoc_url=None, lifespan=lifespan)
+    admin_key = admin_key or master_key()
     app.state.billingproxy = ServiceState(
         pool=pool,
-        admin_key=admin_key or master_key(),
+        admin_key=admin_key,
         billing=billing,
         stripe_api=StripeApi(stripe_client(billing)) if billing.stripe_api_key else None,
     )
@@ -51,4 +53,5 @@ def create_app(dsn: str | None = None, admin_key: str | None = None, billing: Bi
 
     app.include_router(admin.router)
     app.include_router(stripe_webhook.router)
+    app.include_router(console_router(pool, admin_key, billing))
     return app

@@ -30,6 +30,7 @@ WRITERS = {
     "budget_leases": "billingproxy/budgets/postgres_store.py",
     "stripe_webhook_events": "billingproxy/billing/webhooks.py",
     "schema_migrations": "billingproxy/db/migrate.py",
+    "portal_links": "billingproxy/service/console/links.py",
 }
 _WRITE = r"(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM|COPY|TRUNCATE(?:\s+TABLE)?)\s+{table}\b"
 
