@@ -160,6 +160,7 @@ class BillingSettings:
     stripe_api_base: str | None = None  # only for tests and egress proxies
     stripe_timeout_s: float = 20.0
     webhook_secret: str | None = None  # Stripe's endpoint secret (whsec_…)
+    event_destination_secret: str | None = None  # an event destination's own secret (thin events)
     webhook_tolerance_s: int = 300
     suspend_on_payment_failure: bool = False
     lago_api_url: str | None = None
@@ -197,6 +198,7 @@ class BillingSettings:
             stripe_api_base=_raw("STRIPE_API_BASE"),
             stripe_timeout_s=_float("STRIPE_TIMEOUT_S", 20.0),
             webhook_secret=_raw("STRIPE_WEBHOOK_SECRET"),
+            event_destination_secret=_raw("STRIPE_EVENT_DESTINATION_SECRET"),
             webhook_tolerance_s=_int("STRIPE_WEBHOOK_TOLERANCE_S", 300),
             suspend_on_payment_failure=_flag("BILLINGPROXY_SUSPEND_ON_PAYMENT_FAILURE"),
             lago_api_url=_raw("LAGO_API_URL"),

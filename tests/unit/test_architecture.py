@@ -29,6 +29,7 @@ WRITERS = {
     "budget_spend": "billingproxy/budgets/postgres_store.py",
     "budget_leases": "billingproxy/budgets/postgres_store.py",
     "stripe_webhook_events": "billingproxy/billing/webhooks.py",
+    "stripe_subscriptions": "billingproxy/billing/webhooks.py",
     "schema_migrations": "billingproxy/db/migrate.py",
 }
 _WRITE = r"(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM|COPY|TRUNCATE(?:\s+TABLE)?)\s+{table}\b"
