@@ -26,6 +26,7 @@ __all__ = [
     "ProxySettings",
     "WriterSettings",
     "billing_window_s",
+    "cloud_logging_target",
     "config_path",
     "database_url",
     "environment",
@@ -256,6 +257,16 @@ class ProxySettings:
             redis_url=_raw("BILLINGPROXY_REDIS_URL") or _raw("REDIS_URL") or "redis://127.0.0.1:6379/0",
             budget_webhook_url=_raw("BILLINGPROXY_BUDGET_WEBHOOK_URL"),
         )
+
+
+def cloud_logging_target(project: str | None = None) -> tuple[str, str | None]:
+    """(project, API endpoint) for ``usage replay --from-cloud-logging``: the project from the
+    option, else ``GOOGLE_CLOUD_PROJECT`` / ``GCP_PROJECT``; the endpoint only for tests (a local
+    fake of the Logging API, reached without credentials)."""
+    project = project or _raw("GOOGLE_CLOUD_PROJECT") or _raw("GCP_PROJECT")
+    if not project:
+        raise ConfigError("--project, GOOGLE_CLOUD_PROJECT or GCP_PROJECT must name the Cloud Logging project")
+    return project, _raw("BILLINGPROXY_CLOUD_LOGGING_ENDPOINT")
 
 
 def service_port(default: int = 4001) -> int:

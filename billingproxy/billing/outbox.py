@@ -280,12 +280,15 @@ def defer(conn: psycopg.Connection, ids: Sequence[int], error: str, delay_s: flo
     )
 
 
-def mark_refused_by_sink(conn: psycopg.Connection, identifier: str, error: str) -> None:
-    """The sink reported (after accepting it) that it refused this event: a meter error report."""
-    conn.execute(
-        "UPDATE billing_outbox SET status = %s, last_error = %s WHERE identifier = %s AND status <> %s",
-        (S.FAILED.value, error, identifier, S.CANCELLED.value),
-    )
+def mark_refused_by_sink(conn: psycopg.Connection, identifier: str, error: str) -> int:
+    """The sink reported (after accepting it) that it refused this event: a meter error report.
+    Returns 1 if the entry was not marked failed already."""
+    rows = conn.execute(
+        """UPDATE billing_outbox SET status = %s, last_error = %s
+           WHERE identifier = %s AND status NOT IN (%s, %s) RETURNING id""",
+        (S.FAILED.value, error, identifier, S.CANCELLED.value, S.FAILED.value),
+    ).fetchall()
+    return len(rows)
 
 
 def mark_meter_errors(

@@ -8,8 +8,8 @@ the fix cannot post it twice) and an excess is taken back by cancelling our own 
 inside the last 24 h (Stripe's adjustment window); anything else needs a manual credit note.
 
 Stripe's summaries are eventually consistent: they trail accepted events by an unbounded delay
-(seconds to minutes). An hour is compared only once it is *settled*: it ended, and nothing in it
-was sent or tried, more than ``settle`` ago (60 minutes by default). So ``--fix`` right after a
+(seconds to minutes). An hour is compared only once it is *settled*: it began, and nothing in it
+was last sent or tried, more than ``settle`` ago (60 minutes by default). So ``--fix`` right after a
 relay pass, or twice in a row, never posts what Stripe simply has not aggregated yet: a fix
 makes its hour unsettled again until the fix itself shows in the summaries. Hours are those of
 the event timestamps sent (a late entry counts in the hour it was posted into).
@@ -147,7 +147,7 @@ class Reconciler:
         for hour in sorted(set(hours) | set(reported)):
             row = hours.get(hour, {"expected": 0, "in_doubt": 0, "last_activity": None})
             last_activity = row["last_activity"]
-            if hour + HOUR > settled_before or (last_activity is not None and last_activity > settled_before):
+            if hour > settled_before or (last_activity is not None and last_activity > settled_before):
                 self.unsettled.append((customer, meter, hour))  # Stripe may not have aggregated it yet
                 continue
             diff = Difference(customer, meter, hour, row["expected"], row["in_doubt"], reported.get(hour, 0))

@@ -203,8 +203,6 @@ def _meter_errors(conn: psycopg.Connection, event: dict[str, Any], api: StripeAp
             identifier = (sample.get("request") or {}).get("identifier")
             if identifier:
                 failures[identifier] = f"{error_type.get('code')}: {sample.get('error_message', '')}"[:500]
-    for identifier, error in failures.items():
-        outbox.mark_refused_by_sink(conn, identifier, error)
     marked = 0
     meter_id = (event.get("related_object") or {}).get("id")
     start, end = _when(data.get("validation_start")), _when(data.get("validation_end"))
@@ -214,8 +212,10 @@ def _meter_errors(conn: psycopg.Connection, event: dict[str, Any], api: StripeAp
             marked += outbox.mark_meter_errors(
                 conn, name, start - TRIED_BEFORE_VALIDATION, end, f"meter error report {event['id']}: {summary}"[:500]
             )
+    for identifier, error in failures.items():  # the samples, with their own message
+        marked += outbox.mark_refused_by_sink(conn, identifier, error)
     log.error(
         "Stripe refused meter events",
         extra={"samples": sorted(failures), "entries_marked": marked, "errors": summary, "event_id": event["id"]},
     )
-    return f"failed:{max(marked, len(failures))}"
+    return f"failed:{marked}"
