@@ -15,8 +15,9 @@ Endpoints
 * ``GET /v1/customers/{id}``, ``GET /v1/subscriptions`` (``customer``, ``status``, ``price``),
   ``GET /v1/subscriptions/{id}``, ``GET /v1/subscription_items?subscription=…``,
   ``GET /v1/prices/{id}``, ``GET /v1/invoices`` (``customer``, ``subscription``, ``status``),
-  ``GET /v1/invoices/{id}``.
-* ``GET /v2/core/events/{id}``: the full v2 event behind a thin notification.
+  ``GET /v1/invoices/{id}``, ``POST /v1/invoices/create_preview`` (the open period).
+* ``GET /v2/core/events/{id}``: the full v2 event behind a thin notification;
+  ``GET /v2/core/event_destinations/{id}`` (a ping's related object).
 
 Switches (attributes; set them before or during a test)
 -------------------------------------------------------
@@ -209,7 +210,9 @@ class FakeStripe(ThreadedAioServer):
         r.add_get("/v1/subscription_items", self.list_subscription_items)
         r.add_get("/v1/prices/{price_id}", self.retrieve_price)
         r.add_get("/v1/invoices", self.list_invoices)
+        r.add_post("/v1/invoices/create_preview", self.preview_invoice)
         r.add_get("/v1/invoices/{invoice_id}", self.retrieve_invoice)
+        r.add_get("/v2/core/event_destinations/{destination_id}", self.event_destination)
         r.add_get("/v2/core/events/{event_id}", self.v2_event)
         return app
 
@@ -1009,6 +1012,48 @@ class FakeStripe(ThreadedAioServer):
             if invoice["id"] == request.match_info["invoice_id"]:
                 return web.json_response(invoice)
         return _error(404, f"No such invoice: '{request.match_info['invoice_id']}'", "resource_missing")
+
+    async def preview_invoice(self, request: web.Request) -> web.Response:
+        """docs.stripe.com/api/invoices/create_preview (the upcoming invoice since API
+        2025-03-31.basil): the open period's invoice as it stands, for ``customer`` or
+        ``subscription``."""
+        self.calls["invoice_previews"] += 1
+        if not self._authorized(request):
+            return _error(401, "Invalid API Key provided")
+        params = parse_form(parse_qsl(await request.text()))
+        with self._lock:
+            subs = [
+                s
+                for s in self.subscriptions.values()
+                if s["status"] != "canceled"
+                and (params.get("subscription") in (None, s["id"]))
+                and (params.get("customer") in (None, s["customer"]))
+            ]
+            if not subs or not (params.get("customer") or params.get("subscription")):
+                return _error(400, "No upcoming invoices for customer or subscription", "invoice_upcoming_none")
+            start, end = self._period(subs[0], self.now())
+            invoice = self._invoice(subs[0], start, end, None)
+        invoice["id"] = "upcoming_" + invoice["id"]
+        return web.json_response(invoice)
+
+    async def event_destination(self, request: web.Request) -> web.Response:
+        """What a ping's ``fetch_related_object()`` reads (docs.stripe.com/api/v2/core/event_destinations)."""
+        if not self._authorized(request):
+            return _error(401, "Invalid API Key provided")
+        destination = request.match_info["destination_id"]
+        return web.json_response(
+            {
+                "id": destination,
+                "object": "v2.core.event_destination",
+                "created": _iso(self.now()),
+                "event_payload": "thin",
+                "livemode": False,
+                "name": "billingproxy",
+                "status": "enabled",
+                "type": "webhook_endpoint",
+                "webhook_endpoint": {"signing_secret": None, "url": "https://example.invalid/stripe/webhook"},
+            }
+        )
 
     async def v2_event(self, request: web.Request) -> web.Response:
         self.calls["v2_events"] += 1

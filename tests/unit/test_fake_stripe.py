@@ -310,6 +310,9 @@ def test_usage_after_an_invoice_finalized_is_counted_but_never_invoiced(
     fake.advance(current + HOUR - now + 30)  # the period ended: its invoice is a draft for an hour
     drafts = [i for i in client.v1.invoices.list(params={"customer": "cus_inv"}).data if i.status == "draft"]
     assert [d.period_start for d in drafts] == [current]
+    post(client, "cus_inv", 5)  # the next period's usage, in the preview of its invoice
+    preview = client.v1.invoices.create_preview(params={"customer": "cus_inv"})
+    assert preview.status == "draft" and preview.lines.data[0].quantity == 5
     fake.advance(HOUR)
     assert fake.invoiced("cus_inv")[("cus_inv", current)] == {"llm_cost_microusd": 25}
     invoices = {i.period_start: i for i in client.v1.invoices.list(params={"customer": "cus_inv"}).auto_paging_iter()}
@@ -371,6 +374,7 @@ def test_thin_meter_error_event_and_ping_parse_with_the_sdk(fake: FakeStripe, cl
     parsed = client.parse_event_notification(body, headers["Stripe-Signature"], EVENT_DESTINATION_SECRET)
     assert type(parsed).__name__ == "V2CoreEventDestinationPingEventNotification"
     assert parsed.related_object.type == "v2.core.event_destination"
+    assert parsed.fetch_related_object().status == "enabled"
 
 
 def test_deliveries_duplicated_and_out_of_order(fake: FakeStripe) -> None:
