@@ -25,6 +25,7 @@ PROXY_SERVICE="${PROXY_SERVICE:-litellm-proxy}"
 BILLING_SERVICE="${BILLING_SERVICE:-billing-service}"
 MIGRATE_JOB="${MIGRATE_JOB:-billingproxy-migrate}"
 RELAY_JOB="${RELAY_JOB:-billingproxy-stripe-relay}"
+CHECK_JOB="${CHECK_JOB:-billingproxy-stripe-check}"
 RELAY_SCHEDULE="${RELAY_SCHEDULE:-* * * * *}"  # every minute (the default billing window)
 TAG="${TAG:-$(git rev-parse --short HEAD 2>/dev/null || echo latest)}"
 IMAGE="${REGION}-docker.pkg.dev/${PROJECT_ID}/${REPOSITORY}/billingproxy:${TAG}"
@@ -37,7 +38,7 @@ BILLING_SA="billingproxy-billing@${PROJECT_ID}.iam.gserviceaccount.com"
 # Secret Manager secrets: name → the environment variable holding the value to upload.
 SECRETS=(billingproxy-database-url:DATABASE_URL billingproxy-master-key:PROXY_MASTER_KEY
          openai-api-key:OPENAI_API_KEY anthropic-api-key:ANTHROPIC_API_KEY stripe-api-key:STRIPE_API_KEY
-         stripe-webhook-secret:STRIPE_WEBHOOK_SECRET)
+         stripe-webhook-secret:STRIPE_WEBHOOK_SECRET stripe-event-destination-secret:STRIPE_EVENT_DESTINATION_SECRET)
 
 run() { if [ "$DRY_RUN" = 1 ]; then printf '%q ' "$@"; echo; else "$@"; fi; }
 exists() { [ "$DRY_RUN" = 1 ] && return 1; "$@" >/dev/null 2>&1; }
@@ -79,7 +80,8 @@ grant() {  # one secret to one service account
     --role roles/secretmanager.secretAccessor --project "$PROJECT_ID"
 }
 for secret in billingproxy-database-url billingproxy-master-key openai-api-key anthropic-api-key; do grant "$secret" "$PROXY_SA"; done
-for secret in billingproxy-database-url billingproxy-master-key stripe-api-key stripe-webhook-secret; do grant "$secret" "$BILLING_SA"; done
+for secret in billingproxy-database-url billingproxy-master-key stripe-api-key stripe-webhook-secret \
+  stripe-event-destination-secret; do grant "$secret" "$BILLING_SA"; done
 run gcloud projects add-iam-policy-binding "$PROJECT_ID" --member "serviceAccount:$PROXY_SA" \
   --role roles/aiplatform.user --condition None   # Gemini on Vertex
 
@@ -97,6 +99,13 @@ run gcloud run jobs deploy "$MIGRATE_JOB" --image "$IMAGE" --region "$REGION" --
   --command python --args=-m,billingproxy,db,migrate --max-retries 1 --task-timeout 600s
 run gcloud run jobs execute "$MIGRATE_JOB" --region "$REGION" --project "$PROJECT_ID" --wait
 
+# --- the Stripe account check: meters and linked customers bill what we send, or the deploy stops ---
+run gcloud run jobs deploy "$CHECK_JOB" --image "$IMAGE" --region "$REGION" --project "$PROJECT_ID" \
+  --service-account "$BILLING_SA" "${sql_flag[@]}" \
+  --set-secrets DATABASE_URL=billingproxy-database-url:latest,STRIPE_API_KEY=stripe-api-key:latest \
+  --command python --args=-m,billingproxy,stripe,check --max-retries 0 --task-timeout 300s
+run gcloud run jobs execute "$CHECK_JOB" --region "$REGION" --project "$PROJECT_ID" --wait
+
 # --- the proxy (the product docs' flags; CPU always allocated so the usage writer can flush) ---
 run gcloud run deploy "$PROXY_SERVICE" --image "$IMAGE" --region "$REGION" --project "$PROJECT_ID" \
   --service-account "$PROXY_SA" "$(auth_flag "$ALLOW_UNAUTHENTICATED")" \
@@ -111,7 +120,7 @@ run gcloud run deploy "$BILLING_SERVICE" --image "$IMAGE" --region "$REGION" --p
   --cpu 1 --memory 512Mi --timeout 60 "${sql_flag[@]}" \
   --command python --args=-m,billingproxy,service,--host,0.0.0.0 \
   --set-env-vars "GOOGLE_CLOUD_PROJECT=${PROJECT_ID}" \
-  --set-secrets "DATABASE_URL=billingproxy-database-url:latest,PROXY_MASTER_KEY=billingproxy-master-key:latest,STRIPE_API_KEY=stripe-api-key:latest,STRIPE_WEBHOOK_SECRET=stripe-webhook-secret:latest"
+  --set-secrets "DATABASE_URL=billingproxy-database-url:latest,PROXY_MASTER_KEY=billingproxy-master-key:latest,STRIPE_API_KEY=stripe-api-key:latest,STRIPE_WEBHOOK_SECRET=stripe-webhook-secret:latest,STRIPE_EVENT_DESTINATION_SECRET=stripe-event-destination-secret:latest"
 
 # --- the Stripe relay: a Cloud Run job, run every minute by Cloud Scheduler ---
 run gcloud run jobs deploy "$RELAY_JOB" --image "$IMAGE" --region "$REGION" --project "$PROJECT_ID" \
