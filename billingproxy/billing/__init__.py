@@ -5,6 +5,7 @@ call (``stripe_api``)."""
 from billingproxy.billing.check import MeterCheck, Problem, check_account
 from billingproxy.billing.meters import MICRO, Meter, carry, measure
 from billingproxy.billing.outbox import (
+    STRIPE_MAX_AGE,
     Entry,
     OutboxStatus,
     closed_before,
@@ -32,6 +33,7 @@ from billingproxy.metering import WindowDelta
 
 __all__ = [
     "MICRO",
+    "STRIPE_MAX_AGE",
     "Difference",
     "Entry",
     "LagoSink",
