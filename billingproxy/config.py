@@ -26,6 +26,7 @@ __all__ = [
     "ProxySettings",
     "WriterSettings",
     "billing_window_s",
+    "cloud_logging_target",
     "config_path",
     "database_url",
     "environment",
@@ -162,6 +163,7 @@ class BillingSettings:
     stripe_api_base: str | None = None  # only for tests and egress proxies
     stripe_timeout_s: float = 20.0
     webhook_secret: str | None = None  # Stripe's endpoint secret (whsec_…)
+    event_destination_secret: str | None = None  # an event destination's own secret (thin events)
     webhook_tolerance_s: int = 300
     suspend_on_payment_failure: bool = False
     lago_api_url: str | None = None
@@ -199,6 +201,7 @@ class BillingSettings:
             stripe_api_base=_raw("STRIPE_API_BASE"),
             stripe_timeout_s=_float("STRIPE_TIMEOUT_S", 20.0),
             webhook_secret=_raw("STRIPE_WEBHOOK_SECRET"),
+            event_destination_secret=_raw("STRIPE_EVENT_DESTINATION_SECRET"),
             webhook_tolerance_s=_int("STRIPE_WEBHOOK_TOLERANCE_S", 300),
             suspend_on_payment_failure=_flag("BILLINGPROXY_SUSPEND_ON_PAYMENT_FAILURE"),
             lago_api_url=_raw("LAGO_API_URL"),
@@ -256,6 +259,16 @@ class ProxySettings:
             redis_url=_raw("BILLINGPROXY_REDIS_URL") or _raw("REDIS_URL") or "redis://127.0.0.1:6379/0",
             budget_webhook_url=_raw("BILLINGPROXY_BUDGET_WEBHOOK_URL"),
         )
+
+
+def cloud_logging_target(project: str | None = None) -> tuple[str, str | None]:
+    """(project, API endpoint) for ``usage replay --from-cloud-logging``: the project from the
+    option, else ``GOOGLE_CLOUD_PROJECT`` / ``GCP_PROJECT``; the endpoint only for tests (a local
+    fake of the Logging API, reached without credentials)."""
+    project = project or _raw("GOOGLE_CLOUD_PROJECT") or _raw("GCP_PROJECT")
+    if not project:
+        raise ConfigError("--project, GOOGLE_CLOUD_PROJECT or GCP_PROJECT must name the Cloud Logging project")
+    return project, _raw("BILLINGPROXY_CLOUD_LOGGING_ENDPOINT")
 
 
 def service_port(default: int = 4001) -> int:

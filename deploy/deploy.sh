@@ -27,6 +27,7 @@ PROXY_SERVICE="${PROXY_SERVICE:-litellm-proxy}"
 BILLING_SERVICE="${BILLING_SERVICE:-billing-service}"
 MIGRATE_JOB="${MIGRATE_JOB:-billingproxy-migrate}"
 RELAY_JOB="${RELAY_JOB:-billingproxy-stripe-relay}"
+CHECK_JOB="${CHECK_JOB:-billingproxy-stripe-check}"
 RELAY_SCHEDULE="${RELAY_SCHEDULE:-* * * * *}"  # every minute (the default billing window)
 TAG="${TAG:-$(git rev-parse --short HEAD 2>/dev/null || echo latest)}"
 IMAGE="${REGION}-docker.pkg.dev/${PROJECT_ID}/${REPOSITORY}/billingproxy:${TAG}"
@@ -43,7 +44,8 @@ BILLING_SA="billingproxy-billing@${PROJECT_ID}.iam.gserviceaccount.com"
 SECRETS=(billingproxy-database-url:DATABASE_URL billingproxy-master-key:PROXY_MASTER_KEY
          openai-api-key:OPENAI_API_KEY)
 OPTIONAL_SECRETS=(anthropic-api-key:ANTHROPIC_API_KEY stripe-api-key:STRIPE_API_KEY
-                  stripe-webhook-secret:STRIPE_WEBHOOK_SECRET)
+                  stripe-webhook-secret:STRIPE_WEBHOOK_SECRET
+                  stripe-event-destination-secret:STRIPE_EVENT_DESTINATION_SECRET)
 run() { if [ "$DRY_RUN" = 1 ]; then printf '%q ' "$@"; echo; else "$@"; fi; }
 exists() { [ "$DRY_RUN" = 1 ] && return 1; "$@" >/dev/null 2>&1; }
 auth_flag() { [ "$1" = true ] && echo --allow-unauthenticated || echo --no-allow-unauthenticated; }
@@ -105,7 +107,8 @@ secret_mounts() {
 PROXY_SECRETS="$(secret_mounts BILLINGPROXY_DATABASE_URL=billingproxy-database-url \
   PROXY_MASTER_KEY=billingproxy-master-key OPENAI_API_KEY=openai-api-key ANTHROPIC_API_KEY=anthropic-api-key)"
 BILLING_SECRETS="$(secret_mounts DATABASE_URL=billingproxy-database-url PROXY_MASTER_KEY=billingproxy-master-key \
-  STRIPE_API_KEY=stripe-api-key STRIPE_WEBHOOK_SECRET=stripe-webhook-secret)"
+  STRIPE_API_KEY=stripe-api-key STRIPE_WEBHOOK_SECRET=stripe-webhook-secret \
+  STRIPE_EVENT_DESTINATION_SECRET=stripe-event-destination-secret)"
 RELAY_SECRETS="$(secret_mounts DATABASE_URL=billingproxy-database-url STRIPE_API_KEY=stripe-api-key)"
 mountable stripe-api-key || \
   echo "# note: no stripe-api-key: the Stripe relay job is deployed without it and fails until STRIPE_API_KEY is set (or BILLINGPROXY_BILLING_SINK changes)"
@@ -125,7 +128,8 @@ grant() {  # one secret to one service account
 for secret in billingproxy-database-url billingproxy-master-key openai-api-key anthropic-api-key; do
   if mountable "$secret"; then grant "$secret" "$PROXY_SA"; fi
 done
-for secret in billingproxy-database-url billingproxy-master-key stripe-api-key stripe-webhook-secret; do
+for secret in billingproxy-database-url billingproxy-master-key stripe-api-key stripe-webhook-secret \
+  stripe-event-destination-secret; do
   if mountable "$secret"; then grant "$secret" "$BILLING_SA"; fi
 done
 run gcloud projects add-iam-policy-binding "$PROJECT_ID" --member "serviceAccount:$PROXY_SA" \
@@ -144,6 +148,13 @@ run gcloud run jobs deploy "$MIGRATE_JOB" --image "$IMAGE" --region "$REGION" --
   --service-account "$BILLING_SA" "${sql_flag[@]}" --set-secrets DATABASE_URL=billingproxy-database-url:latest \
   --command python --args=-m,billingproxy,db,migrate --max-retries 1 --task-timeout 600s
 run gcloud run jobs execute "$MIGRATE_JOB" --region "$REGION" --project "$PROJECT_ID" --wait
+
+# --- the Stripe account check: meters and linked customers bill what we send, or the deploy stops ---
+run gcloud run jobs deploy "$CHECK_JOB" --image "$IMAGE" --region "$REGION" --project "$PROJECT_ID" \
+  --service-account "$BILLING_SA" "${sql_flag[@]}" \
+  --set-secrets "$RELAY_SECRETS" \
+  --command python --args=-m,billingproxy,stripe,check --max-retries 0 --task-timeout 300s
+run gcloud run jobs execute "$CHECK_JOB" --region "$REGION" --project "$PROJECT_ID" --wait
 
 # --- the proxy (the product docs' flags; CPU always allocated so the usage writer can flush) ---
 run gcloud run deploy "$PROXY_SERVICE" --image "$IMAGE" --region "$REGION" --project "$PROJECT_ID" \

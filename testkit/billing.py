@@ -16,7 +16,7 @@ from billingproxy import db
 from billingproxy.billing import Relay, StripeSink, stripe_client
 from billingproxy.config import BillingSettings, Meter
 from billingproxy.metering import UsageRecord, UsageStore
-from testkit.fakes.stripe_api import API_KEY, FakeStripe
+from testkit.fakes.stripe_api import API_KEY, EVENT_DESTINATION_SECRET, WEBHOOK_SECRET, FakeStripe
 from testkit.support import REPO, wait_until
 
 COST_METER = "llm_cost_microusd"
@@ -31,17 +31,28 @@ def relay_settings(fake: FakeStripe, **overrides) -> BillingSettings:
         stripe_api_key=API_KEY,
         stripe_api_base=fake.base_url,
         stripe_timeout_s=1.0,
-        webhook_secret="whsec_test_secret",
+        webhook_secret=WEBHOOK_SECRET,
+        event_destination_secret=EVENT_DESTINATION_SECRET,
         relay_tries=3,
         relay_backoff_s=0.01,
     )
     return dataclasses.replace(settings, **overrides)
 
 
+def ensure_meters(fake: FakeStripe, settings: BillingSettings) -> None:
+    """A correctly configured meter (sum, our payload keys) for each event name that has none:
+    the relay holds entries for a meter Stripe lacks, as real Stripe would refuse them. A test
+    that wants another meter adds it first."""
+    for meter in settings.meters:
+        if fake.meter_by_name(meter.event_name) is None:
+            fake.add_meter(meter.event_name)
+
+
 def make_relay(database_url: str, fake: FakeStripe, **overrides) -> Relay:
     """An in-process relay posting to the fake Stripe through the real SDK."""
     settings = relay_settings(fake, **overrides)
-    return Relay(database_url, StripeSink(stripe_client(settings)), settings)
+    ensure_meters(fake, settings)
+    return Relay(database_url, StripeSink(stripe_client(settings), settings.meters), settings)
 
 
 def relay_env(fake: FakeStripe, database_url: str, **extra: str) -> dict[str, str]:
@@ -62,6 +73,7 @@ def relay_env(fake: FakeStripe, database_url: str, **extra: str) -> dict[str, st
 
 
 def relay_process(fake: FakeStripe, database_url: str, *args: str) -> subprocess.Popen:
+    ensure_meters(fake, relay_settings(fake))
     return subprocess.Popen(
         [sys.executable, "-m", "billingproxy", "stripe", "relay", *args],
         env=relay_env(fake, database_url),

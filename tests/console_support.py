@@ -7,10 +7,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 
-from billingproxy.usage import UsageRecord
-from billingproxy.usage_store import UsageStore
-
 from billingproxy import db
+from billingproxy.metering import UsageRecord, UsageStore
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -41,30 +39,32 @@ def page_csrf(client, path: str = "/console") -> str:
 
 
 def record(tenant_id: str, cost: str, when: datetime, *, model: str = "gpt-4o", status: str = "success", key=None):
-    return UsageRecord(
-        request_id=f"req-{uuid.uuid4().hex}",
-        tenant_id=tenant_id,
-        api_key_id=key,
-        model=model,
-        model_group=model,
-        provider="openai",
-        call_type="acompletion",
-        prompt_tokens=100,
-        completion_tokens=20,
-        cached_tokens=0,
-        reasoning_tokens=0,
-        total_tokens=120,
-        cost_usd=Decimal(cost) if status == "success" else Decimal(0),
-        latency_ms=200,
-        status=status,
-        http_status=200 if status == "success" else 500,
-        error_type=None if status == "success" else "InternalServerError",
-        stream=False,
-        cache_hit=False,
-        customer_id=None,
-        trace_id=None,
-        start_time=when,
-        end_time=when + timedelta(milliseconds=200),
+    return UsageRecord.from_json(
+        dict(
+            request_id=f"req-{uuid.uuid4().hex}",
+            tenant_id=tenant_id,
+            api_key_id=key,
+            model=model,
+            model_group=model,
+            provider="openai",
+            call_type="acompletion",
+            prompt_tokens=100,
+            completion_tokens=20,
+            cached_tokens=0,
+            reasoning_tokens=0,
+            total_tokens=120,
+            cost_usd=Decimal(cost) if status == "success" else Decimal(0),
+            latency_ms=200,
+            status=status,
+            http_status=200 if status == "success" else 500,
+            error_type=None if status == "success" else "InternalServerError",
+            stream=False,
+            cache_hit=False,
+            customer_id=None,
+            trace_id=None,
+            start_time=when,
+            end_time=when + timedelta(milliseconds=200),
+        )
     )
 
 

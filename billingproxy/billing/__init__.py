@@ -2,8 +2,19 @@
 relay that posts them to the sink, reconciliation with Stripe, Stripe's webhooks, and every Stripe
 call (``stripe_api``)."""
 
+from billingproxy.billing.check import MeterCheck, Problem, check_account
 from billingproxy.billing.meters import MICRO, Meter, carry, measure
-from billingproxy.billing.outbox import Entry, OutboxStatus, closed_before, identifier, plan_entries, seal
+from billingproxy.billing.outbox import (
+    STRIPE_MAX_AGE,
+    Entry,
+    OutboxStatus,
+    closed_before,
+    event_timestamp,
+    identifier,
+    late_entries,
+    plan_entries,
+    seal,
+)
 from billingproxy.billing.reconcile import Difference, Reconciler
 from billingproxy.billing.relay import Relay, RelayStats
 from billingproxy.billing.sinks import (
@@ -13,6 +24,7 @@ from billingproxy.billing.sinks import (
     SinkError,
     StripeSink,
     TransientSinkError,
+    UnsettledSinkError,
     WebhookSink,
     make_sink,
 )
@@ -21,12 +33,15 @@ from billingproxy.metering import WindowDelta
 
 __all__ = [
     "MICRO",
+    "STRIPE_MAX_AGE",
     "Difference",
     "Entry",
     "LagoSink",
     "Meter",
+    "MeterCheck",
     "OutboxStatus",
     "PermanentSinkError",
+    "Problem",
     "Reconciler",
     "Relay",
     "RelayStats",
@@ -35,11 +50,15 @@ __all__ = [
     "StripeApi",
     "StripeSink",
     "TransientSinkError",
+    "UnsettledSinkError",
     "WebhookSink",
     "WindowDelta",
     "carry",
+    "check_account",
     "closed_before",
+    "event_timestamp",
     "identifier",
+    "late_entries",
     "make_sink",
     "measure",
     "plan_entries",

@@ -6,6 +6,13 @@ still ``pending`` after a try whose outcome is unknown (the relay will confirm t
 ``fix``, a shortfall is posted as a correction event with a deterministic identifier (re-running
 the fix cannot post it twice) and an excess is taken back by cancelling our own corrections made
 inside the last 24 h (Stripe's adjustment window); anything else needs a manual credit note.
+
+Stripe's summaries are eventually consistent: they trail accepted events by an unbounded delay
+(seconds to minutes). An hour is compared only once it is *settled*: it began, and nothing in it
+was last sent or tried, more than ``settle`` ago (60 minutes by default). So ``--fix`` right after a
+relay pass, or twice in a row, never posts what Stripe simply has not aggregated yet: a fix
+makes its hour unsettled again until the fix itself shows in the summaries. Hours are those of
+the event timestamps sent (a late entry counts in the hour it was posted into).
 """
 
 from __future__ import annotations
@@ -71,6 +78,9 @@ def hour_ceil(ts: datetime) -> datetime:
     return floor if floor == ts else floor + HOUR
 
 
+DEFAULT_SETTLE = timedelta(minutes=60)
+
+
 def fix_identifier(customer: str, meter: str, hour: datetime, expected: int, reported: int) -> str:
     """The same shortfall always gets the same identifier: a repeated fix is deduplicated."""
     key = f"{customer}\x00{meter}\x00{hour.isoformat()}\x00{expected}\x00{reported}"
@@ -82,6 +92,7 @@ class Reconciler:
         self.dsn = dsn
         self.sink = StripeSink(client)
         self.api = self.sink.api
+        self.unsettled: list[tuple[str, str, datetime]] = []  # hours the last run left for later
 
     def reported(self, meter: str, customer: str, start: datetime, end: datetime) -> dict[datetime, int]:
         """Stripe's hourly totals for one customer and meter over [start, end)."""
@@ -91,10 +102,20 @@ class Reconciler:
         return totals
 
     def run(
-        self, start: datetime, end: datetime, *, fix: bool = False, customer: str | None = None
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        fix: bool = False,
+        customer: str | None = None,
+        settle: timedelta = DEFAULT_SETTLE,
+        now: datetime | None = None,
     ) -> list[Difference]:
-        """The differences over [start, end) (widened to whole hours), fixed when asked."""
+        """The differences over [start, end) (widened to whole hours) in settled hours, fixed when
+        asked; hours not settled yet are listed in ``self.unsettled``."""
         start, end = hour_floor(start), hour_ceil(end)
+        self.unsettled = []
+        settled_before = (now or datetime.now(UTC)) - settle
         with psycopg.connect(self.dsn, autocommit=True, row_factory=dict_row) as conn:
             rows = outbox.expected_by_hour(conn, start, end, customer)
             buckets: dict[tuple[str, str], dict[datetime, dict]] = defaultdict(dict)
@@ -105,7 +126,7 @@ class Reconciler:
                 # The relay's lock: no entry of this customer is in flight while we compare.
                 conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (CUSTOMER_POST_LOCK, customer_id))
                 try:
-                    differences.extend(self._compare(conn, customer_id, meter, hours, start, end, fix))
+                    differences.extend(self._compare(conn, customer_id, meter, hours, start, end, fix, settled_before))
                 finally:
                     conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (CUSTOMER_POST_LOCK, customer_id))
         return differences
@@ -119,11 +140,16 @@ class Reconciler:
         start: datetime,
         end: datetime,
         fix: bool,
+        settled_before: datetime,
     ) -> list[Difference]:
         reported = self.reported(meter, customer, start, end)
         differences = []
         for hour in sorted(set(hours) | set(reported)):
-            row = hours.get(hour, {"expected": 0, "in_doubt": 0})
+            row = hours.get(hour, {"expected": 0, "in_doubt": 0, "last_activity": None})
+            last_activity = row["last_activity"]
+            if hour > settled_before or (last_activity is not None and last_activity > settled_before):
+                self.unsettled.append((customer, meter, hour))  # Stripe may not have aggregated it yet
+                continue
             diff = Difference(customer, meter, hour, row["expected"], row["in_doubt"], reported.get(hour, 0))
             if not diff.missing and not diff.excess:
                 # Stripe has everything: entries in doubt past the dedup window are confirmed.

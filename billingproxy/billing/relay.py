@@ -9,7 +9,13 @@ entry with the same idempotency key, which Stripe answers from its idempotency c
 
 An entry that was tried and is still unconfirmed after ``reconcile_after_s`` (23 h: Stripe's
 identifier dedup lasts 24 h) is never resent blindly: it is marked ``reconcile`` and settled by
-comparing Stripe's event summaries with the database (``billingproxy.billing.reconcile``).
+comparing Stripe's event summaries with the database (``billingproxy.billing.reconcile``). So is
+an entry whose key Stripe answers with a saved error: resending the same request achieves nothing.
+
+Before its first try an entry may be held (its meter fails ``stripe check``: an ERROR line, the
+entry waits, nothing is posted to a meter that would bill the wrong amount) or placed into the
+open billing period (``late``: its own period's invoice was already final, so Stripe would count
+it and never invoice it). After the first try no parameter of an entry ever changes.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from psycopg.rows import dict_row
 from billingproxy import db
 from billingproxy.billing import outbox
 from billingproxy.billing.outbox import closed_before, seal
-from billingproxy.billing.sinks import PermanentSinkError, Sink, TransientSinkError
+from billingproxy.billing.sinks import PermanentSinkError, Preparation, Sink, TransientSinkError, UnsettledSinkError
 from billingproxy.config import BillingSettings
 from billingproxy.db import CUSTOMER_POST_LOCK
 
@@ -37,6 +43,7 @@ __all__ = ["Relay", "RelayStats", "backoff_s"]
 log = logging.getLogger("billingproxy.relay")
 
 MAX_DEFER_S = 600.0
+HOLD_S = 60.0  # a held entry is looked at again after this (the check is cached for 5 minutes)
 
 
 def backoff_s(attempt: int, base_s: float, cap_s: float = MAX_DEFER_S) -> float:
@@ -51,6 +58,8 @@ class RelayStats:
     deferred: int = 0
     failed: int = 0
     to_reconcile: int = 0
+    held: int = 0
+    late: int = 0
     calls: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -118,6 +127,11 @@ class Relay:
         rows = [row for row in rows if not row["stale"]]
         if not rows:
             return bool(stale)  # only stale ones this time: look at the next entries
+        rows = self._prepare(conn, customer, rows, stats)
+        if rows is None:
+            return False
+        if not rows:
+            return True
         ids = [row["id"] for row in rows]
         entries = [outbox.entry_of(row) for row in rows]
         for attempt in range(self.settings.relay_tries):
@@ -135,6 +149,14 @@ class Relay:
                 outbox.defer(conn, ids, str(exc), delay)
                 stats.add(deferred=len(ids))
                 return False
+            except UnsettledSinkError as exc:
+                outbox.mark_for_reconcile(conn, ids, str(exc))
+                stats.add(to_reconcile=len(ids))
+                log.warning(
+                    "saved error for these entries' keys; left to reconcile",
+                    extra={"identifiers": [e.identifier for e in entries], "error": str(exc)},
+                )
+                return True
             except PermanentSinkError as exc:
                 outbox.mark_failed(conn, ids, str(exc))
                 stats.add(failed=len(ids))
@@ -147,3 +169,42 @@ class Relay:
             stats.add(sent=len(ids))
             return True
         return False
+
+    def _prepare(
+        self, conn: psycopg.Connection, customer: str, rows: list[dict], stats: RelayStats
+    ) -> list[dict] | None:
+        """Hold or place entries before their first try; the rows left to post (None: Stripe could
+        not be asked, the rows wait for a later pass)."""
+        entries = [outbox.entry_of(row) for row in rows]
+        untried = {row["identifier"] for row in rows if row["attempts"] == 0}
+        try:
+            preparation: Preparation = self.sink.prepare(customer, entries, untried)
+        except TransientSinkError as exc:
+            outbox.defer(conn, [row["id"] for row in rows], str(exc), HOLD_S)
+            stats.add(deferred=len(rows))
+            log.warning("could not check the billing account; entries wait", extra={"error": str(exc)})
+            return None
+        if preparation.held:
+            held = [row for row in rows if row["identifier"] in preparation.held]
+            for reason in sorted(set(preparation.held.values())):
+                ids = [row["id"] for row in held if preparation.held[row["identifier"]] == reason]
+                outbox.defer(conn, ids, f"held: {reason}", HOLD_S)
+            stats.add(held=len(held))
+            log.error(
+                "entries held: the meter would bill the wrong amount (see `stripe check`)",
+                extra={"identifiers": sorted(preparation.held), "problems": sorted(set(preparation.held.values()))},
+            )
+        posting = []
+        for row in rows:
+            if row["identifier"] in preparation.held:
+                continue
+            timestamp = preparation.placed.get(row["identifier"])
+            if timestamp is not None and outbox.place_late(conn, row["id"], timestamp):
+                row = {**row, "event_timestamp": timestamp, "late": True}
+                stats.add(late=1)
+                log.warning(
+                    "late usage: its billing period is already invoiced; posted into the open period",
+                    extra={"identifier": row["identifier"], "window_start": row["window_start"].isoformat()},
+                )
+            posting.append(row)
+        return posting

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 
 import click
 
 from billingproxy.cli.output import emit, json_option, table, tenant_store, utc
-from billingproxy.config import database_url
-from billingproxy.metering import replay_files, usage_report
+from billingproxy.config import cloud_logging_target, database_url
+from billingproxy.errors import InvalidInput
+from billingproxy.metering import (
+    ExportRead,
+    UnreadableExport,
+    logging_client,
+    read_cloud_logging,
+    read_path,
+    replay_records,
+    usage_report,
+)
 from billingproxy.metering.reports import plain
 
 __all__ = ["command"]
@@ -44,14 +52,64 @@ def usage_report_command(tenant_ref: str, start: datetime, end: datetime, as_jso
 
 
 @command.command("replay")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--from-cloud-logging", "from_cloud_logging", is_flag=True, help="Read request lines from the Logging API."
+)
+@click.option("--since", type=click.DateTime(), default=None, help="With --from-cloud-logging: from (UTC).")
+@click.option("--until", type=click.DateTime(), default=None, help="With --from-cloud-logging: until (UTC).")
+@click.option("--project", default=None, help="With --from-cloud-logging: the project (else GOOGLE_CLOUD_PROJECT).")
 @json_option
-def usage_replay(files: tuple[str, ...], as_json: bool) -> None:
-    """Ingest spill files or exported JSON log lines; records already stored are skipped."""
-    read, inserted = replay_files(database_url(), [Path(f) for f in files])
-    counts = {"read": read, "inserted": inserted, "already_stored": read - inserted}
+def usage_replay(
+    files: tuple[str, ...],
+    from_cloud_logging: bool,
+    since: datetime | None,
+    until: datetime | None,
+    project: str | None,
+    as_json: bool,
+) -> None:
+    """Restore usage rows from spill files, our stdout lines (NDJSON), `gcloud logging read
+    --format=json` exports, BigQuery sink rows, or the Cloud Logging API; rows already stored are
+    skipped. Exit 1 when any input (or line) cannot be read."""
+    if from_cloud_logging == bool(files):
+        raise click.UsageError("give export files, or --from-cloud-logging --since … --until …")
+    export = ExportRead()
+    unreadable_files: list[str] = []
+    if from_cloud_logging:
+        if since is None or until is None:
+            raise click.UsageError("--from-cloud-logging needs --since and --until")
+        start, end = utc(since), utc(until)
+        if end <= start:
+            raise click.UsageError("--until must be after --since")
+        project, endpoint = cloud_logging_target(project)
+        export = read_cloud_logging(logging_client(project, endpoint), project, start, end)
+    for name in files:
+        try:
+            export.merge(read_path(name))
+        except UnreadableExport as exc:
+            unreadable_files.append(name)
+            export.errors.append(exc.message)
+    read, inserted = replay_records(database_url(), export.records)
+    counts = {
+        "read": export.read,
+        "records": read,
+        "inserted": inserted,
+        "skipped": read - inserted,
+        "unreadable": export.unreadable + len(unreadable_files),
+        "not_usage": export.not_usage,
+        "invalid": export.invalid,
+        "format": export.format,
+    }
     emit(
         counts,
         as_json,
-        lambda: click.echo(f"read {read} records, inserted {inserted}, skipped {read - inserted} already stored"),
+        lambda: click.echo(
+            f"read {export.read} entries ({export.format}): {read} usage records, inserted {inserted}, "
+            f"skipped {read - inserted} already stored, unreadable {counts['unreadable']}, "
+            f"invalid {export.invalid}, not usage {export.not_usage}"
+        ),
     )
+    bad = counts["unreadable"] + export.invalid
+    if bad or (export.read and not read):
+        reasons = "; ".join(export.errors[:3]) or "no usage record in the input"
+        raise InvalidInput(f"{bad} unreadable or invalid inputs ({reasons}); the readable records were stored")

@@ -2,6 +2,14 @@
 replayed), the JSON request line, and the usage reports."""
 
 from billingproxy.metering.accrual import WindowDelta
+from billingproxy.metering.cloud_logging import logging_client
+from billingproxy.metering.log_export import (
+    ExportRead,
+    UnreadableExport,
+    read_cloud_logging,
+    read_path,
+    read_paths,
+)
 from billingproxy.metering.pricing import (
     COST_QUANTUM,
     OUTPUT_LIMITS,
@@ -25,19 +33,25 @@ __all__ = [
     "OUTPUT_LIMITS",
     "STATUSES",
     "ZERO",
+    "ExportRead",
     "ModelPrice",
     "PriceError",
     "PriceTable",
     "SpillFile",
+    "UnreadableExport",
     "UsageRecord",
     "UsageReport",
     "UsageStore",
     "UsageWriter",
     "WindowDelta",
     "charged",
+    "logging_client",
     "max_cost",
     "output_token_limit",
     "prompt_token_bound",
+    "read_cloud_logging",
+    "read_path",
+    "read_paths",
     "read_records",
     "replay_files",
     "replay_records",

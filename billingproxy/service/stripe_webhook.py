@@ -20,8 +20,10 @@ router = APIRouter()
 @router.post("/stripe/webhook")
 async def stripe_webhook(request: Request, stripe_signature: Annotated[str | None, Header()] = None) -> JSONResponse:
     service = state(request)
-    if not service.billing.webhook_secret:
-        return error_response(503, "not_configured", "STRIPE_WEBHOOK_SECRET is not set")
+    if not (service.billing.webhook_secret or service.billing.event_destination_secret):
+        return error_response(
+            503, "not_configured", "neither STRIPE_WEBHOOK_SECRET nor STRIPE_EVENT_DESTINATION_SECRET is set"
+        )
     payload = await request.body()
     try:
         event = webhooks.verify(payload, stripe_signature, service.billing)

@@ -21,7 +21,8 @@ import openai
 import pytest
 
 from billingproxy import db
-from billingproxy.tenants import NotFound, TenantStore
+from billingproxy.errors import NotFound
+from billingproxy.tenants import TenantStore
 from testkit.billing import make_relay
 from testkit.support import MASTER_KEY, REPO, wait_until
 from tests.console_support import billable_microusd, ledger_cost, record, seed_usage

@@ -114,7 +114,7 @@ def test_billing_service_and_migration_commands_run_from_the_image(tmp_path, fre
 
 def test_stripe_relay_job_command_runs_from_the_image(fresh_database):
     """The relay job's exact command (one pass), against the fake Stripe; exit 0 and a JSON summary."""
-    from testkit.billing import relay_env, store_usage, usage_records
+    from testkit.billing import ensure_meters, relay_env, relay_settings, store_usage, usage_records
     from testkit.fakes.stripe_api import FakeStripe
 
     db.migrate(fresh_database)
@@ -123,6 +123,7 @@ def test_stripe_relay_job_command_runs_from_the_image(fresh_database):
     store_usage(fresh_database, usage_records(tenant.id, windows=2, per_window=2))
     env, _ = dockerfile_final_stage()
     fake = FakeStripe().start()
+    ensure_meters(fake, relay_settings(fake))  # the relay holds entries for a meter Stripe lacks
     try:
         relay_vars = {k: v for k, v in relay_env(fake, fresh_database).items() if k not in os.environ}
         result = subprocess.run(
@@ -182,7 +183,14 @@ def test_deploy_dry_run_sets_the_flags_that_matter(dry_run):
     assert "DATABASE_URL=" not in line.replace("BILLINGPROXY_DATABASE_URL=", "")  # LiteLLM must not see it
     assert "gcloud run jobs execute billingproxy-migrate" in dry_run
     assert "gcloud run deploy billing-service" in dry_run
-    relay = next(line for line in dry_run.splitlines() if line.startswith("gcloud run jobs deploy billingproxy-stripe"))
+    relay = next(
+        line for line in dry_run.splitlines() if line.startswith("gcloud run jobs deploy billingproxy-stripe-relay")
+    )
+    check = next(
+        line for line in dry_run.splitlines() if line.startswith("gcloud run jobs deploy billingproxy-stripe-check")
+    )
+    assert "stripe\\,check" in check or "stripe,check" in check
+    assert "gcloud run jobs execute billingproxy-stripe-check" in dry_run  # run, and awaited, at every deploy
     assert "--args=-m\\,billingproxy\\,stripe\\,relay" in relay or "--args=-m,billingproxy,stripe,relay" in relay
     assert "STRIPE_API_KEY=stripe-api-key:latest" in relay.replace("\\", "")
     schedule = next(line for line in dry_run.splitlines() if line.startswith("gcloud scheduler jobs create http"))
@@ -200,8 +208,10 @@ def test_cloudbuild_deploys_with_the_same_flags():
     build = yaml.safe_load((REPO / "cloudbuild.yaml").read_text())
     steps = {step["id"]: step for step in build["steps"]}
     assert list(steps) == [
-        "test", "build", "push", "migrate", "deploy-proxy", "deploy-billing-service", "deploy-stripe-relay",
+        "test", "build", "push", "migrate", "stripe-check", "deploy-proxy", "deploy-billing-service",
+        "deploy-stripe-relay",
     ]  # fmt: skip
+    assert "--args=-m,billingproxy,stripe,check" in steps["stripe-check"]["args"][-1]
     relay = steps["deploy-stripe-relay"]["args"][-1]
     assert "--args=-m,billingproxy,stripe,relay" in relay and "gcloud scheduler jobs $$verb http" in relay
     proxy = steps["deploy-proxy"]["args"][-1]

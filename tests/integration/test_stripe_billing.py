@@ -31,6 +31,8 @@ from testkit.billing import (
 from testkit.fakes.stripe_api import FakeStripe
 from testkit.support import wait_until
 
+NO_SETTLE = timedelta(0)  # reconcile every hour at once (the summary lag is off in those tests)
+
 
 def tenants_with_customers(database_url: str, count: int, multipliers: dict[int, str] | None = None) -> list:
     with db.connect(database_url) as conn:
@@ -169,26 +171,32 @@ def test_tenant_without_customer_waits_until_linked(billing_db: str, fake_stripe
 
 def test_permanent_refusal_marks_failed_and_reconcile_fixes_it(billing_db: str, fake_stripe: FakeStripe) -> None:
     """An entry Stripe refused for good is failed, not retried forever; reconcile --fix posts it."""
+    # Summary lag off and no settle delay: these tests are about what reconcile does in a settled hour.
+    fake_stripe.summary_lag_s = 0
     (tenant,) = tenants_with_customers(billing_db, 1)
     store_usage(billing_db, usage_records(tenant.id, windows=1, per_window=3))
-    bad = make_relay(billing_db, fake_stripe, stripe_api_base=fake_stripe.base_url + "/nowhere")
-    assert bad.run_once().failed == 1  # 404 from the fake: a permanent error
+    fake_stripe.auto_customers = False  # the customer is unknown to Stripe ...
+    fake_stripe.meter_errors = "sync"  # ... and Stripe says so at once: a 400, a permanent error
+    relay = make_relay(billing_db, fake_stripe)
+    assert relay.run_once().failed == 1
     with db.connect(billing_db) as conn:
         assert outbox_counts(conn) == {"failed": 1}
         start = datetime.now(UTC) - timedelta(hours=1)
         reconciler = Reconciler(billing_db, stripe_client(relay_settings(fake_stripe)))
-        fake_stripe._meter_id("llm_cost_microusd")  # the meter exists in Stripe, with no events yet
-        differences = reconciler.run(start, datetime.now(UTC), fix=True)
+        fake_stripe.add_customer(tenant.stripe_customer_id)  # the operator fixes the account
+        differences = reconciler.run(start, datetime.now(UTC), fix=True, settle=timedelta(0))
         assert [d.missing for d in differences] == [expected_micro_usd(conn, tenant.id)]
         assert fake_stripe.totals()[tenant.stripe_customer_id] == expected_micro_usd(conn, tenant.id)
         assert outbox_counts(conn) == {"reconciled": 1, "sent": 1}  # the failed entry and its fix
-        assert reconciler.run(start, datetime.now(UTC)) == []
+        assert reconciler.run(start, datetime.now(UTC), settle=timedelta(0)) == []
 
 
 def test_reconcile_finds_and_fixes_a_removed_event_and_cancels_an_over_report(
     billing_db: str, fake_stripe: FakeStripe
 ) -> None:
     """Must show 4."""
+    # Summary lag off and no settle delay: these tests are about what reconcile does in a settled hour.
+    fake_stripe.summary_lag_s = 0
     tenants = tenants_with_customers(billing_db, 2)
     store_usage(billing_db, [r for t in tenants for r in usage_records(t.id, windows=4, per_window=3)])
     drain(make_relay(billing_db, fake_stripe), billing_db)
@@ -197,25 +205,27 @@ def test_reconcile_finds_and_fixes_a_removed_event_and_cancels_an_over_report(
     reconciler = Reconciler(billing_db, stripe_client(relay_settings(fake_stripe)))
     start, end = datetime.now(UTC) - timedelta(hours=2), datetime.now(UTC)
 
-    found = reconciler.run(start, end)
+    found = reconciler.run(start, end, settle=NO_SETTLE)
     assert [(d.customer_id, d.missing, d.excess) for d in found] == [(lost.customer, lost.value, 0)]
-    fixed = reconciler.run(start, end, fix=True)
+    fixed = reconciler.run(start, end, fix=True, settle=NO_SETTLE)
     assert fixed[0].action == f"posted {lost.value}"
-    assert reconciler.run(start, end) == []
-    assert reconciler.run(start, end, fix=True) == []  # idempotent: nothing posted twice
+    assert reconciler.run(start, end, settle=NO_SETTLE) == []
+    assert reconciler.run(start, end, fix=True, settle=NO_SETTLE) == []  # idempotent: nothing posted twice
     with db.connect(billing_db) as conn:
         for tenant in tenants:
             assert fake_stripe.totals()[tenant.stripe_customer_id] == expected_micro_usd(conn, tenant.id)
 
     # The "lost" event turns up after all: now Stripe holds too much, and our fix is cancelled.
     fake_stripe.events[victim] = lost
-    over = reconciler.run(start, end, fix=True)
+    over = reconciler.run(start, end, fix=True, settle=NO_SETTLE)
     assert [(d.excess, d.action) for d in over] == [(lost.value, f"cancelled {lost.value}")]
-    assert reconciler.run(start, end) == []
+    assert reconciler.run(start, end, settle=NO_SETTLE) == []
 
 
 def test_unconfirmed_for_a_day_is_reconciled_not_resent(billing_db: str, fake_stripe: FakeStripe) -> None:
     """An entry whose post had an unknown outcome 23 h ago is settled by reconciliation."""
+    # Summary lag off and no settle delay: these tests are about what reconcile does in a settled hour.
+    fake_stripe.summary_lag_s = 0
     (tenant,) = tenants_with_customers(billing_db, 1)
     store_usage(billing_db, usage_records(tenant.id, windows=2, per_window=2))
     fake_stripe.faults.extend(["drop"] * 3)  # accepted, but the relay never hears back
@@ -228,7 +238,7 @@ def test_unconfirmed_for_a_day_is_reconciled_not_resent(billing_db: str, fake_st
     stats = relay.run_once()
     assert stats.to_reconcile >= 1 and fake_stripe.calls["meter_events"] == calls + (2 - stats.to_reconcile)
     reconciler = Reconciler(billing_db, stripe_client(relay_settings(fake_stripe)))
-    assert reconciler.run(datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC), fix=True) == []
+    assert reconciler.run(datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC), fix=True, settle=NO_SETTLE) == []
     with db.connect(billing_db) as conn:
         assert outbox_counts(conn) == {"sent": 2}  # Stripe had them: confirmed, nothing resent
         assert fake_stripe.totals()[tenant.stripe_customer_id] == expected_micro_usd(conn, tenant.id)

@@ -155,8 +155,9 @@ def test_meter_error_report_marks_the_named_entries_failed(
     identifier = f"bp-20260101T000000-0-{uuid.uuid4().hex[:20]}"
     with db.connect(database_url) as conn:
         conn.execute(
-            """INSERT INTO billing_outbox (identifier, tenant_id, customer_id, meter, window_start, value, status)
-               VALUES (%s, 'tn_x', 'cus_gone', 'llm_cost_microusd', now(), 42, 'sent')""",
+            """INSERT INTO billing_outbox (identifier, tenant_id, customer_id, meter, window_start, value, status,
+                                          event_timestamp)
+               VALUES (%s, 'tn_x', 'cus_gone', 'llm_cost_microusd', now(), 42, 'sent', extract(epoch FROM now()))""",
             (identifier,),
         )
         conn.commit()
@@ -199,7 +200,9 @@ def test_meter_error_report_marks_the_named_entries_failed(
 
 
 def test_webhook_without_secret_configured_is_503(database_url: str, fake_stripe: FakeStripe) -> None:
-    app = create_app(database_url, MASTER_KEY, relay_settings(fake_stripe, webhook_secret=None))
+    app = create_app(
+        database_url, MASTER_KEY, relay_settings(fake_stripe, webhook_secret=None, event_destination_secret=None)
+    )
     with TestClient(app) as client:
         payload, sig = signed(subscription_event("customer.subscription.deleted", "cus_x", "canceled"))
         assert client.post("/stripe/webhook", content=payload, headers=sig).status_code == 503

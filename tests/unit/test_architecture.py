@@ -29,6 +29,7 @@ WRITERS = {
     "budget_spend": "billingproxy/budgets/postgres_store.py",
     "budget_leases": "billingproxy/budgets/postgres_store.py",
     "stripe_webhook_events": "billingproxy/billing/webhooks.py",
+    "stripe_subscriptions": "billingproxy/billing/webhooks.py",
     "schema_migrations": "billingproxy/db/migrate.py",
     "portal_links": "billingproxy/service/console/links.py",
 }

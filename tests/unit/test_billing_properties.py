@@ -8,7 +8,7 @@ from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from billingproxy.billing import MICRO, WindowDelta, identifier, plan_entries
+from billingproxy.billing import MICRO, STRIPE_MAX_AGE, WindowDelta, event_timestamp, identifier, plan_entries
 from billingproxy.config import Meter
 from billingproxy.metering import COST_QUANTUM, ModelPrice
 
@@ -79,3 +79,15 @@ def test_pricing_is_exact_and_monotonic(input_price, output_price, cached_price,
     assert cost >= 0
     assert price.cost(prompt + 1, completion, cached) >= cost
     assert price.cost(prompt, completion + 1, cached) >= cost
+
+
+@given(st.integers(0, 80 * 86400))
+def test_an_entrys_timestamp_is_fixed_at_sealing(age_s) -> None:
+    """Stripe takes 35 days; the timestamp is computed once, from the sealing time, never from a try."""
+    sealed_at = START + timedelta(days=90)
+    window = sealed_at - timedelta(seconds=age_s)
+    (entry,), _ = plan_entries("tn_1", "cus_1", Decimal(1), [COST], [WindowDelta(window, Decimal(1), 1, 1, 0)], {},
+                               sealed_at)  # fmt: skip
+    assert entry.event_timestamp == event_timestamp(window, sealed_at)
+    assert entry.event_timestamp == int(max(window, sealed_at - STRIPE_MAX_AGE).timestamp())
+    assert entry.event_timestamp >= int((sealed_at - timedelta(days=35)).timestamp())
