@@ -120,7 +120,7 @@ def _decimal(value: str | float | Decimal, what: str) -> Decimal:
 def parse_budget(value: str | float | Decimal | None) -> Decimal | None:
     if value is None or value == "":
         return None
-    budget = _decimal(value, "budget (USD)")
+    budget = _decimal(value, "budget")
     if budget < 0:
         raise InvalidInput(f"budget must be a non-negative amount, got {value!r}")
     if budget >= MAX_BUDGET_USD:

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from billingproxy import db
 from billingproxy.cli import main as cli
+from billingproxy.errors import InvalidInput
 from billingproxy.metering import UsageRecord, replay_records
 from billingproxy.metering import reports as queries
 from billingproxy.tenants import TenantStore
@@ -286,7 +287,7 @@ def test_the_loader_binds_values_never_splices_them(fixture_db):
     hostile = "cus_alpha' OR '1'='1"
     assert run(url, "usage_by_customer", customer_id=hostile, **ALL) == []
     assert "%(customer_id)s" in queries.sql("usage_by_customer") and ":'" not in queries.sql("usage_by_customer")
-    with pytest.raises(KeyError, match="needs customer_id"):
+    with pytest.raises(InvalidInput, match="needs customer_id"):
         run(url, "usage_by_customer", **ALL)
 
 

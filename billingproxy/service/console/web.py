@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from psycopg_pool import ConnectionPool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from billingproxy.config import BillingSettings
 from billingproxy.errors import InvalidInput, NotFound
@@ -75,6 +75,8 @@ class _SecureRoute(APIRoute):
 
 
 class PortalLinkCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # unknown fields are refused, as on every admin route
+
     expires_in_days: float = Field(default=30.0, gt=0, le=MAX_DAYS)
 
 
