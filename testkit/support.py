@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -233,3 +234,9 @@ class ProxyProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
+
+
+def budget_of(amount: Decimal) -> Decimal:
+    """A budget the tenants/keys columns can hold (6 decimal places, which operator input must
+    respect): the amount rounded up, so it still pays for what the test computed."""
+    return Decimal(amount).quantize(Decimal("0.000001"), rounding=ROUND_CEILING)

@@ -16,7 +16,7 @@ import redis
 
 from billingproxy.metering import PriceTable
 from billingproxy.metering import pricing as budget
-from testkit.support import REPO, ProxyProcess, test_config, wait_until
+from testkit.support import REPO, ProxyProcess, budget_of, test_config, wait_until
 
 PRICES = PriceTable.from_config(REPO / "config.yaml")
 # The fake upstream answers after 3 s, so every request is in flight before any one settles.
@@ -53,7 +53,7 @@ def spend(conn, tenant_id: str) -> tuple[int, Decimal]:
 
 
 def budget_tenant(store, requests: int):
-    tenant = store.create_tenant(f"budget-{uuid.uuid4().hex[:8]}", budget_usd=max_cost() * requests)
+    tenant = store.create_tenant(f"budget-{uuid.uuid4().hex[:8]}", budget_usd=budget_of(max_cost() * requests))
     return tenant, store.create_key(tenant.id)[1]
 
 
@@ -149,7 +149,7 @@ def test_budget_threshold_lines_appear_once_per_crossing(proxy, store, conn):
     one_request = budget.max_cost(PRICES, "gpt-4o-mini", quick, 4096)
     # Requests are admitted while a maximum-cost reservation fits, so when the first one is
     # refused at least 90 % of the budget is spent: 50 % and 80 % must each be announced once.
-    tenant = store.create_tenant(f"thresh-{uuid.uuid4().hex[:8]}", budget_usd=one_request * 10)
+    tenant = store.create_tenant(f"thresh-{uuid.uuid4().hex[:8]}", budget_usd=budget_of(one_request * 10))
     token = store.create_key(tenant.id)[1]
     headers = {"Authorization": f"Bearer {token}"}
     statuses = []
@@ -271,7 +271,7 @@ def test_threshold_webhook_is_called_once_per_crossing(tmp_path, upstream, datab
     ).start()
     try:
         quick = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hook"}], "max_tokens": 10}
-        tenant = store.create_tenant(f"hook-{uuid.uuid4().hex[:8]}", budget_usd=max_cost(quick) * 10)
+        tenant = store.create_tenant(f"hook-{uuid.uuid4().hex[:8]}", budget_usd=budget_of(max_cost(quick) * 10))
         headers = {"Authorization": f"Bearer {store.create_key(tenant.id)[1]}"}
         while httpx.post(proxy.url + "/v1/chat/completions", json=quick, headers=headers).status_code == 200:
             pass
