@@ -23,6 +23,8 @@ COPY db/ db/
 # Tuned defaults (README "Performance"): LITELLM_LOG=WARNING drops uvicorn's per-request access
 # line (our JSON request line carries more); NUM_WORKERS is LiteLLM's worker count: one per vCPU;
 # JSON_LOGS makes LiteLLM's own lines JSON (with ``severity``, added by our log filter).
+# TIMEOUT_WORKER_HEALTHCHECK: with NUM_WORKERS > 1 uvicorn kills a worker that does not answer its
+# ping within 5 s, and importing LiteLLM takes longer than that on one vCPU: the worker restarts forever.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
@@ -30,6 +32,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     LITELLM_LOG=WARNING \
     JSON_LOGS=True \
     NUM_WORKERS=1 \
+    TIMEOUT_WORKER_HEALTHCHECK=60 \
     BILLINGPROXY_SPILL_DIR=/tmp/billingproxy-spill \
     PORT=8080
 USER 10001

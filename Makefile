@@ -18,6 +18,8 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 # line replaces the per-request access line); one worker process per CPU.
 export LITELLM_LOG ?= WARNING
 export NUM_WORKERS ?= 1
+# uvicorn's worker ping (5 s by default) is shorter than LiteLLM's import: see the Dockerfile.
+export TIMEOUT_WORKER_HEALTHCHECK ?= 60
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: run test lint format install clean bench soak load screenshots console-bench

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import gc
 import logging
 import signal
 import threading
@@ -65,6 +66,10 @@ def _run_drains() -> None:
 
     if _drains:
         asyncio.run(drain_all())
+    # Nothing is left to save. The interpreter's final garbage collection walks LiteLLM's whole
+    # object graph (~3 s on one vCPU, measured): freezing skips it, so the process exits within
+    # Cloud Run's 10 s grace instead of spending a third of it on memory the kernel frees anyway.
+    gc.freeze()
 
 
 def stop_event_on_signals() -> threading.Event:

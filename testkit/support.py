@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -234,6 +236,25 @@ class ProxyProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
+
+
+def dockerfile_final_stage() -> tuple[dict[str, str], list[str]]:
+    """(ENV, CMD) of the Dockerfile's last stage, with image paths mapped onto this checkout."""
+    text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
+    final = text.split("\nFROM ")[-1]
+    env: dict[str, str] = {}
+    cmd: list[str] = []
+    for line in final.splitlines():
+        if line.startswith("ENV "):
+            for part in shlex.split(line[4:]):
+                key, _, value = part.partition("=")
+                env[key] = value
+        if line.startswith("CMD "):
+            cmd = json.loads(line[4:])
+    venv = Path(sys.executable).parent.parent
+    mapped = {k: v.replace("/opt/venv", str(venv)).replace("/app", str(REPO)) for k, v in env.items()}
+    mapped["PATH"] = mapped["PATH"].replace("$PATH", os.environ["PATH"])
+    return mapped, cmd
 
 
 def budget_of(amount: Decimal) -> Decimal:

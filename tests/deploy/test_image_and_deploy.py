@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import subprocess
 import sys
 import uuid
@@ -17,26 +16,9 @@ import yaml
 
 from billingproxy import db
 from billingproxy.tenants import TenantStore
-from testkit.support import MASTER_KEY, REPO, free_port, test_config, wait_until
+from testkit.support import MASTER_KEY, REPO, dockerfile_final_stage, free_port, test_config, wait_until
 
 VENV = Path(sys.executable).parent.parent
-
-
-def dockerfile_final_stage() -> tuple[dict[str, str], list[str]]:
-    """(ENV, CMD) of the Dockerfile's last stage, with image paths mapped onto this checkout."""
-    text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
-    final = text.split("\nFROM ")[-1]
-    env: dict[str, str] = {}
-    for line in final.splitlines():
-        if line.startswith("ENV "):
-            for part in shlex.split(line[4:]):
-                key, _, value = part.partition("=")
-                env[key] = value
-        if line.startswith("CMD "):
-            cmd = json.loads(line[4:])
-    mapped = {k: v.replace("/opt/venv", str(VENV)).replace("/app", str(REPO)) for k, v in env.items()}
-    mapped["PATH"] = mapped["PATH"].replace("$PATH", os.environ["PATH"])
-    return mapped, cmd
 
 
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
