@@ -20,6 +20,7 @@ export LITELLM_LOG ?= WARNING
 export NUM_WORKERS ?= 1
 # uvicorn's worker ping (5 s by default) is shorter than LiteLLM's import: see the Dockerfile.
 export TIMEOUT_WORKER_HEALTHCHECK ?= 60
+export LITELLM_DONT_SHOW_FEEDBACK_BOX ?= true
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: run test lint format install clean bench soak load screenshots console-bench

@@ -7,6 +7,8 @@ so on LiteLLM's loggers every exception, in the arguments, formatted into the me
 is what debugging needs; our own request line already carries the status and error type.
 Our own refusals (messages we wrote) set ``safe_to_log = True`` and keep their text, logged at
 WARNING rather than LiteLLM's ERROR. Every LiteLLM line gets ``severity`` for Cloud Logging.
+LiteLLM's start-up warnings about features BillingProxy does not use are logged at INFO, with
+the reason, so the first thing an operator sees is not three alarms that do not apply.
 """
 
 from __future__ import annotations
@@ -15,6 +17,37 @@ import logging
 import sys
 
 LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Proxy", "LiteLLM Router")
+
+
+# (a start of LiteLLM's warning, why it does not apply to BillingProxy)
+NOT_APPLICABLE = (
+    (
+        "custom_auth is configured but 'custom_auth_run_common_checks' is not set",
+        "BillingProxy checks budgets, model lists and rate limits in its own hooks; LiteLLM's DB "
+        "team/project records are not used",
+    ),
+    (
+        "trusted_proxy_ranges is not set",
+        "this is about LiteLLM's own Admin UI sign-in (/ui), which BillingProxy does not use",
+    ),
+    (
+        "Running ",  # "Running N workers but Redis is not configured. Failed Admin UI sign-in …"
+        "this is about LiteLLM's own Admin UI sign-in (/ui), which BillingProxy does not use",
+    ),
+    (
+        "register_model: model=",  # "… has custom pricing but not in built-in cost map …"
+        "BillingProxy prices every request from its own price table, not LiteLLM's cost map",
+    ),
+)
+
+
+def _not_applicable(record: logging.LogRecord) -> str | None:
+    if record.levelno != logging.WARNING or not isinstance(record.msg, str):
+        return None
+    for start, reason in NOT_APPLICABLE:
+        if record.msg.startswith(start) and ("Admin UI" in record.msg or not start.startswith("Running")):
+            return reason
+    return None
 
 
 class RedactedError(Exception):
@@ -56,6 +89,9 @@ class ExceptionTextFilter(logging.Filter):
         if found and record.levelno >= logging.ERROR and all(_client_refusal(exc) for exc in found):
             # LiteLLM logs every refused request at ERROR; a tenant over budget is not an incident.
             record.levelno, record.levelname = logging.WARNING, "WARNING"
+        if reason := _not_applicable(record):
+            record.msg = f"{record.getMessage()} [BillingProxy: not applicable: {reason}]"
+            record.args, record.levelno, record.levelname = None, logging.INFO, "INFO"
         # With JSON_LOGS=True LiteLLM's JSON line carries a record's extra attributes: ``severity`` is
         # the field Cloud Logging reads (its own ``level`` is not), so errors are filed as ERROR.
         record.severity = record.levelname

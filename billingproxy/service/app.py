@@ -21,6 +21,23 @@ from billingproxy.service.errors import install_error_handlers
 
 __all__ = ["create_app"]
 
+_JSON = (b"content-type", b"application/json")
+
+
+class AdminBodiesAreJson:
+    """The admin API's bodies are JSON whatever the request says: ``curl -d '{…}'`` (the README's
+    examples, and how most operators paste them) sends ``application/x-www-form-urlencoded``, which
+    FastAPI would hand to the model as a string. A body that is not JSON still gets a 400."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/admin/"):
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            scope = {**scope, "headers": [*headers, _JSON]}
+        await self.app(scope, receive, send)
+
 
 def create_app(dsn: str | None = None, admin_key: str | None = None, billing: BillingSettings | None = None) -> FastAPI:
     billing = billing or BillingSettings.from_env()
@@ -46,6 +63,7 @@ def create_app(dsn: str | None = None, admin_key: str | None = None, billing: Bi
         stripe_api=StripeApi(stripe_client(billing)) if billing.stripe_api_key else None,
     )
     install_error_handlers(app)
+    app.add_middleware(AdminBodiesAreJson)
 
     @app.get("/health")
     def health() -> dict[str, str]:

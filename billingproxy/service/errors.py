@@ -48,6 +48,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         """pydantic's 422 list, as one OpenAI-shaped 400 naming the first bad field."""
+        if any(error.get("type") == "json_invalid" for error in exc.errors()):
+            return error_response(400, "invalid_request", "body: not valid JSON")
         problems = []
         for error in exc.errors():
             where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path"))

@@ -4,6 +4,7 @@ a key's lifetime; tenant names are unique case-insensitively; ``doctor`` says wh
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -151,6 +152,10 @@ def test_admin_api_refuses_bad_input_openai_style(api):
     assert_openai_error(api.post("/admin/tenants", json={"name": name.upper()}), 400, "already exists")
     assert_openai_error(api.post("/admin/keys", json={"tenant": name, "expires_in_days": 1e20}), 400, "lifetime")
     assert_openai_error(api.post("/admin/keys", data="not json", headers={"Content-Type": "application/json"}), 400)
+    # curl -d's form type: a JSON body is still read as JSON, a form body is refused as not JSON
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    assert api.post("/admin/tenants", content=json.dumps({"name": unique()}), headers=form).status_code == 201
+    assert_openai_error(api.post("/admin/tenants", content="name=acme", headers=form), 400, "not valid JSON")
     window = {"tenant": name, "start": "2026-12-01T00:00:00Z", "end": "2026-11-01T00:00:00Z"}
     assert_openai_error(api.get("/admin/usage", params=window), 400, "after")
     assert_openai_error(api.get("/admin/tenants/nobody-" + name), 404)

@@ -122,3 +122,26 @@ def test_server_side_errors_stay_errors_and_carry_severity() -> None:
     assert _filtered(logging.ERROR, Refusal(503, "auth_unavailable", "retry")).severity == "ERROR"
     assert _filtered(logging.ERROR, RuntimeError("provider said no")).levelname == "ERROR"
     assert _filtered(logging.INFO, None).severity == "INFO"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "custom_auth is configured but 'custom_auth_run_common_checks' is not set. Problem: budgets …",
+        "trusted_proxy_ranges is not set or not a valid list of ranges, so failed Admin UI sign-in …",
+        "Running 2 workers but Redis is not configured. Failed Admin UI sign-in attempts are counted …",
+        "register_model: model=%s has custom pricing but not in built-in cost map …",
+    ],
+)
+def test_litellm_startup_warnings_that_do_not_apply_are_info_with_the_reason(message):
+    record = logging.LogRecord("LiteLLM", logging.WARNING, "x.py", 1, message, ("openai/x",) * ("%s" in message), None)
+    assert ExceptionTextFilter().filter(record)
+    assert (record.levelname, record.severity) == ("INFO", "INFO")
+    assert "[BillingProxy: not applicable: " in record.getMessage() and "%s" not in record.getMessage()
+
+
+def test_other_litellm_warnings_keep_their_level():
+    for message in ("Running out of retries for model x", "Provider returned 429; retrying"):
+        record = logging.LogRecord("LiteLLM", logging.WARNING, "x.py", 1, message, None, None)
+        assert ExceptionTextFilter().filter(record)
+        assert record.levelname == "WARNING" and "not applicable" not in record.getMessage()
