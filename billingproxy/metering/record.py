@@ -49,6 +49,7 @@ class UsageRecord:
     trace_id: str | None
     start_time: datetime
     end_time: datetime | None
+    price_version_id: int | None = None  # the price book version the cost was computed at
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe: money as a decimal string, times as ISO-8601 with microseconds."""
@@ -69,6 +70,8 @@ class UsageRecord:
             raise ValueError(f"unknown usage status {values['status']!r}")
         for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "total_tokens"):
             values[name] = int(values[name] or 0)
+        if values["price_version_id"] is not None:
+            values["price_version_id"] = int(values["price_version_id"])
         values["cost_usd"] = Decimal(str(values["cost_usd"] or "0"))
         values["stream"] = bool(values["stream"])
         values["cache_hit"] = bool(values["cache_hit"])

@@ -33,7 +33,7 @@ DIRECT_COPY = sql.SQL("COPY litellm_usage ({columns}) FROM STDIN (FORMAT BINARY)
 # Binary COPY skips text formatting and parsing on both sides; it needs each column's type.
 _NON_TEXT = {"cost_usd": "numeric", "http_status": "int2", "stream": "bool", "cache_hit": "bool"}
 _NON_TEXT |= {name: "int4" for name in _FIELDS if name.endswith("_tokens") or name == "latency_ms"}
-_NON_TEXT |= {"start_time": "timestamptz", "end_time": "timestamptz"}
+_NON_TEXT |= {"start_time": "timestamptz", "end_time": "timestamptz", "price_version_id": "int8"}
 COPY_TYPES = [_NON_TEXT.get(name, "text") for name in _FIELDS]
 
 _STAGE = sql.SQL("""CREATE TEMP TABLE IF NOT EXISTS usage_stage

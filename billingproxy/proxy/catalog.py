@@ -51,6 +51,9 @@ class ModelCatalog:
             raise ConfigError(f"cannot read {path}: {exc}") from None
         return cls([_entry(item) for item in config.get("model_list") or [] if item.get("model_name")])
 
+    def knows(self, model: str) -> bool:
+        return any(entry.name == model for entry in self.entries)
+
     def refusal_reason(self, model: str) -> str | None:
         missing = self.unconfigured.get(model)
         if not missing:
