@@ -19,6 +19,8 @@ from fastapi.testclient import TestClient
 from billingproxy import db
 from billingproxy.cli import main as cli
 from billingproxy.service import create_app
+from testkit.billing import drain, expected_micro_usd, make_relay
+from testkit.fakes.stripe_api import FakeStripe
 from testkit.fakes.upstream import FakeUpstream
 from testkit.support import (
     MASTER_KEY,
@@ -52,7 +54,12 @@ def proxies(tmp_path_factory, upstream: FakeUpstream, book_db: str) -> Iterator[
             "model_info": {"mode": "chat", "input_cost_per_token": 0.000001, "output_cost_per_token": 0.000002},
         }
     )
-    env = {"BILLINGPROXY_DATABASE_URL": book_db, "BILLINGPROXY_AUTH_CACHE_TTL": "1", "BILLINGPROXY_PRICES_POLL_S": "30"}
+    env = {
+        "BILLINGPROXY_DATABASE_URL": book_db,
+        "BILLINGPROXY_AUTH_CACHE_TTL": "1",
+        "BILLINGPROXY_PRICES_POLL_S": "30",
+        "BILLINGPROXY_BILLING_WINDOW_S": "1",  # short billing windows: the relay seals at once
+    }
     workdir = tmp_path_factory.mktemp("price-book")
     started = [ProxyProcess(workdir, config, env).start(), ProxyProcess(workdir, config, env).start()]
     yield started
@@ -273,3 +280,47 @@ def test_admin_api_lists_and_sets_prices(book_db, monkeypatch):
         )
         assert bad.status_code == 400 and "non-negative" in bad.json()["error"]["message"]
         assert http.get("/admin/prices").status_code == 401
+
+
+def test_a_rate_card_from_mid_period_prices_rows_after_it_and_the_outbox_bills_the_carded_sum(
+    proxies, book_db, run_cli, fake_stripe: FakeStripe
+):
+    customer = f"cus_{uuid.uuid4().hex[:14]}"
+    tenant_id, token = tenant_with_token(book_db, "card", stripe_customer_id=customer)
+    model = "gpt-4o-mini"  # list: 0.15 in, 0.6 out per million tokens
+    for proxy in proxies:
+        chat(proxy, token, model, 7, 3)
+    start = datetime.now(UTC) + timedelta(seconds=2)
+    card = run_cli("ratecard", "set", tenant_id, "--multiplier", "1.2", "--from", start.isoformat(), "--json")
+    assert card["multiplier"] == "1.2" and card["model"] is None
+    assert [c["id"] for c in run_cli("ratecard", "list", tenant_id, "--json")] == [card["id"]]
+    wait_until(lambda: datetime.now(UTC) > start, what="the rate card's start")
+    for proxy in proxies:
+        chat(proxy, token, model, 7, 3)
+    rows = wait_rows(book_db, tenant_id, 4)
+    list_cost = (7 * Decimal("0.15") + 3 * Decimal("0.6")) / MTOK
+    assert [(r["start_time"] >= start, r["cost_usd"]) for r in rows] == [
+        (False, list_cost),
+        (False, list_cost),
+        (True, list_cost * Decimal("1.2")),
+        (True, list_cost * Decimal("1.2")),
+    ]
+    drain(make_relay(book_db, fake_stripe), book_db)
+    with db.connect(book_db) as conn:
+        expected = expected_micro_usd(conn, tenant_id)
+    assert expected == int((2 * list_cost + 2 * list_cost * Decimal("1.2")) * 1_000_000)
+    assert fake_stripe.totals()[customer] == expected
+
+
+def test_ratecard_cli_refuses_bad_input(book_db, run_cli):
+    tenant_id, _ = tenant_with_token(book_db, "badcard")
+    assert "either a multiplier or fixed prices" in run_cli(
+        "ratecard", "set", tenant_id, "--multiplier", "1.2", "--input-per-mtok", "1", "--from", "2026-01-01", ok=False
+    )
+    assert "--until must be after --from" in run_cli(
+        "ratecard", "set", tenant_id, "--multiplier", "1.2", "--from", "2026-02-01", "--until", "2026-01-01", ok=False
+    )
+    fixed = run_cli(
+        "ratecard", "set", tenant_id, "gpt-4o", "--input-per-mtok", "2", "--from", "2026-01-01T00:00:00Z", "--json"
+    )
+    assert fixed["input_per_mtok"] == "2" and fixed["multiplier"] is None and fixed["model"] == "gpt-4o"
