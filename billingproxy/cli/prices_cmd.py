@@ -9,6 +9,7 @@ import click
 from billingproxy import db
 from billingproxy.cli.output import emit, json_option, table
 from billingproxy.prices import PriceStore, config_models, parse_instant, price_listing
+from billingproxy.prices.rerate import rerate
 
 __all__ = ["command", "ratecard_command"]
 
@@ -93,6 +94,30 @@ def prices_set(model: str, effective_at: str, reason: str | None, as_json: bool,
         )
     data = version.to_json()
     emit(data, as_json, lambda: click.echo(f"price version {version.id} for {model} from {data['effective_from']}"))
+
+
+@command.command("rerate")
+@click.option("--tenant", "tenant_ref", required=True, help="Tenant id or name.")
+@click.option("--from", "period_from", required=True, help="Start (ISO 8601 date or time, UTC).")
+@click.option("--to", "period_to", required=True, help="End, exclusive.")
+@click.option("--apply", "apply_", is_flag=True, help="Update the rows and send the difference (default: dry run).")
+@json_option
+def prices_rerate(tenant_ref: str, period_from: str, period_to: str, apply_: bool, as_json: bool) -> None:
+    """Price a tenant's rows again with the current versions and rate cards."""
+    with db.connect() as conn:
+        result = rerate(
+            conn, tenant_ref, parse_instant(period_from, "--from"), parse_instant(period_to, "--to"), apply=apply_
+        )
+    data = result.to_json()
+
+    def human() -> None:
+        table(data["models"], ["model", "rows", "changed", "billed_usd", "rerated_usd", "difference_usd"])
+        if result.applied:
+            click.echo(f"applied (audit {result.audit_id}): {data['difference_usd']} USD goes out with the next relay")
+        else:
+            click.echo("dry run: nothing changed" if not apply_ else "nothing to re-rate")
+
+    emit(data, as_json, human)
 
 
 @click.group("ratecard")

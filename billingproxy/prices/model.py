@@ -22,6 +22,7 @@ __all__ = [
     "PriceVersion",
     "RateCard",
     "TokenUsage",
+    "bound_prices",
     "parse_price",
     "request_cost",
 ]

@@ -13,7 +13,7 @@ from billingproxy.access import auth_metadata_of_payload
 from billingproxy.metering import ZERO, PriceTable, UsageRecord, charged
 from billingproxy.prices import PriceBook, TokenUsage
 
-__all__ = ["record_from_payload"]
+__all__ = ["cache_writes", "record_from_payload"]
 
 INT4_MAX = 2**31 - 1  # the token columns' range
 
@@ -59,7 +59,7 @@ def _timestamp(value: Any) -> datetime | None:
     return None
 
 
-def _cache_writes(usage: dict[str, Any]) -> tuple[int, int]:
+def cache_writes(usage: dict[str, Any]) -> tuple[int, int]:
     """(5-minute, 1-hour) cache-write tokens. LiteLLM reports the total as
     ``cache_creation_input_tokens`` (part of prompt_tokens) and, when Anthropic split it, the
     split under ``prompt_tokens_details.cache_creation_token_details`` (or the raw
@@ -98,9 +98,9 @@ def record_from_payload(
     cache_hit = bool(payload.get("cache_hit"))
     cost, version_id = ZERO, None
     start = _timestamp(payload.get("startTime")) or datetime.now(UTC)
+    write_5m, write_1h = cache_writes(usage)
     if price_book is not None:
         # Priced by the request's start time: every instance bills a change from the same instant.
-        write_5m, write_1h = _cache_writes(usage)
         tokens = TokenUsage(prompt, completion, min(cached, prompt), write_5m, write_1h, reasoning)
         list_cost, version_id = price_book.cost(model, tokens, at=start, tenant_id=str(tenant_id))
         if charged(status, cache_hit, bill_cache_hits):
@@ -137,4 +137,6 @@ def record_from_payload(
         start_time=start,
         end_time=end,
         price_version_id=version_id,
+        cache_write_5m_tokens=write_5m,
+        cache_write_1h_tokens=write_1h,
     )

@@ -70,7 +70,11 @@ CREATE TABLE rerate_runs (
     created_at     timestamptz    NOT NULL DEFAULT now()
 );
 
-ALTER TABLE litellm_usage ADD COLUMN price_version_id bigint;
+-- The version a row was billed at, and the cache-write tokens it was billed for (part of
+-- prompt_tokens), so a re-rate reproduces every dimension.
+ALTER TABLE litellm_usage ADD COLUMN price_version_id bigint,
+    ADD COLUMN cache_write_5m_tokens integer NOT NULL DEFAULT 0 CHECK (cache_write_5m_tokens >= 0),
+    ADD COLUMN cache_write_1h_tokens integer NOT NULL DEFAULT 0 CHECK (cache_write_1h_tokens >= 0);
 
 -- Every proxy instance LISTENs here and reloads its in-memory schedule (a poll is the fallback).
 CREATE FUNCTION billingproxy_notify_prices() RETURNS trigger

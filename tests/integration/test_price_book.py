@@ -287,7 +287,7 @@ def test_a_rate_card_from_mid_period_prices_rows_after_it_and_the_outbox_bills_t
 ):
     customer = f"cus_{uuid.uuid4().hex[:14]}"
     tenant_id, token = tenant_with_token(book_db, "card", stripe_customer_id=customer)
-    model = "gpt-4o-mini"  # list: 0.15 in, 0.6 out per million tokens
+    model = "gemini-1.5-flash"  # list: 0.075 in, 0.3 out per million tokens
     for proxy in proxies:
         chat(proxy, token, model, 7, 3)
     start = datetime.now(UTC) + timedelta(seconds=2)
@@ -298,7 +298,7 @@ def test_a_rate_card_from_mid_period_prices_rows_after_it_and_the_outbox_bills_t
     for proxy in proxies:
         chat(proxy, token, model, 7, 3)
     rows = wait_rows(book_db, tenant_id, 4)
-    list_cost = (7 * Decimal("0.15") + 3 * Decimal("0.6")) / MTOK
+    list_cost = (7 * Decimal("0.075") + 3 * Decimal("0.3")) / MTOK
     assert [(r["start_time"] >= start, r["cost_usd"]) for r in rows] == [
         (False, list_cost),
         (False, list_cost),
@@ -324,3 +324,55 @@ def test_ratecard_cli_refuses_bad_input(book_db, run_cli):
         "ratecard", "set", tenant_id, "gpt-4o", "--input-per-mtok", "2", "--from", "2026-01-01T00:00:00Z", "--json"
     )
     assert fixed["input_per_mtok"] == "2" and fixed["multiplier"] is None and fixed["model"] == "gpt-4o"
+
+
+def test_rerate_after_a_corrected_price_sends_exactly_the_difference_and_twice_is_a_no_op(
+    proxies, book_db, run_cli, fake_stripe: FakeStripe, monkeypatch
+):
+    monkeypatch.setenv("BILLINGPROXY_BILLING_WINDOW_S", "1")  # the proxies' billing window
+    customer = f"cus_{uuid.uuid4().hex[:14]}"
+    tenant_id, token = tenant_with_token(book_db, "rerate", stripe_customer_id=customer)
+    model = "gemini-2.0-flash"  # list: 0.1 in, 0.4 out per million tokens
+    began = datetime.now(UTC)
+    for i, proxy in enumerate(proxies * 2):
+        chat(proxy, token, model, 1000 + i, 300)
+    rows = wait_rows(book_db, tenant_id, 4)
+    relay = make_relay(book_db, fake_stripe)
+    drain(relay, book_db)
+    first = fake_stripe.totals()[customer]
+    with db.connect(book_db) as conn:
+        assert first == expected_micro_usd(conn, tenant_id)
+    # The provider's price was wrong all along: correct it from before the first request.
+    corrected = run_cli(
+        "prices", "set", model, "--input-per-mtok", "0.15", "--output-per-mtok", "0.6",
+        "--effective-at", (began - timedelta(seconds=1)).isoformat(), "--reason", "corrected", "--json",
+    )  # fmt: skip
+    window = ["--tenant", tenant_id, "--from", (began - timedelta(minutes=1)).isoformat()]
+    window += ["--to", (datetime.now(UTC) + timedelta(minutes=1)).isoformat()]
+    new_costs = [(r["prompt_tokens"] * Decimal("0.15") + r["completion_tokens"] * Decimal("0.6")) / MTOK for r in rows]
+    difference = sum(new_costs) - sum(r["cost_usd"] for r in rows)
+    dry = run_cli("prices", "rerate", *window, "--json")
+    assert dry["applied"] is False and Decimal(dry["difference_usd"]) == difference > 0
+    assert [(m["model"], m["rows"], m["changed"]) for m in dry["models"]] == [(model, 4, 4)]
+    assert [r["cost_usd"] for r in rows_of(book_db, tenant_id)] == [r["cost_usd"] for r in rows]  # untouched
+
+    applied = run_cli("prices", "rerate", *window, "--apply", "--json")
+    assert applied["applied"] is True and applied["audit_id"] is not None
+    after = rows_of(book_db, tenant_id)
+    assert [(r["cost_usd"], r["price_version_id"]) for r in after] == [(c, corrected["id"]) for c in new_costs]
+    events_before = fake_stripe.calls["meter_events"]
+    drain(relay, book_db)
+    with db.connect(book_db) as conn:
+        billed = expected_micro_usd(conn, tenant_id)
+        audit = conn.execute("SELECT * FROM rerate_runs WHERE id = %s", (applied["audit_id"],)).fetchone()
+    assert audit["rows_changed"] == 4 and audit["difference_usd"] == difference
+    assert fake_stripe.totals()[customer] == billed  # Stripe's sum equals the database's again
+    assert billed - first == int(sum(new_costs) * 1_000_000) - int(sum(r["cost_usd"] for r in rows) * 1_000_000)
+    assert fake_stripe.calls["meter_events"] > events_before
+
+    again = run_cli("prices", "rerate", *window, "--apply", "--json")
+    assert again["applied"] is False and Decimal(again["difference_usd"]) == 0
+    assert [m["changed"] for m in again["models"]] == [0]
+    events = fake_stripe.calls["meter_events"]
+    drain(relay, book_db)
+    assert fake_stripe.calls["meter_events"] == events and fake_stripe.totals()[customer] == billed
