@@ -97,6 +97,12 @@ def wait_rows(url: str, tenant_id: str, count: int) -> list[dict]:
     )
 
 
+def windows_closed(rows: list[dict]) -> None:
+    """The relay seals only closed billing windows (1 s here, no grace): wait until the last row's is."""
+    last = max(r["start_time"] for r in rows)
+    wait_until(lambda: datetime.now(UTC) > last + timedelta(seconds=2), what="the rows' billing windows to close")
+
+
 def client(proxy: ProxyProcess, token: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=proxy.url + "/v1", api_key=token, max_retries=0)
 
@@ -305,6 +311,7 @@ def test_a_rate_card_from_mid_period_prices_rows_after_it_and_the_outbox_bills_t
         (True, list_cost * Decimal("1.2")),
         (True, list_cost * Decimal("1.2")),
     ]
+    windows_closed(rows)
     drain(make_relay(book_db, fake_stripe), book_db)
     with db.connect(book_db) as conn:
         expected = expected_micro_usd(conn, tenant_id)
@@ -337,6 +344,7 @@ def test_rerate_after_a_corrected_price_sends_exactly_the_difference_and_twice_i
     for i, proxy in enumerate(proxies * 2):
         chat(proxy, token, model, 1000 + i, 300)
     rows = wait_rows(book_db, tenant_id, 4)
+    windows_closed(rows)
     relay = make_relay(book_db, fake_stripe)
     drain(relay, book_db)
     first = fake_stripe.totals()[customer]
