@@ -21,7 +21,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from billingproxy.metering import ZERO, ModelPrice, PriceTable
-from billingproxy.prices.model import PriceVersion, RateCard, TokenUsage, bound_prices, request_cost
+from billingproxy.prices.model import PriceVersion, RateCard, TokenUsage, bound_prices, effective_prices, priced_cost
 from billingproxy.prices.store import _CARD_COLUMNS, _VERSION_COLUMNS, FIRST_EFFECTIVE
 
 __all__ = ["CHANNEL", "PriceBook", "ReservationPrices"]
@@ -35,6 +35,9 @@ class _Snapshot:
     starts: dict[str, list[float]]  # model -> sorted effective_from (epoch seconds)
     versions: dict[str, list[PriceVersion]]
     cards: dict[str, list[RateCard]]  # tenant -> its cards, newest first
+    # (version, card, tier) -> effective prices, filled on first use: the hot path then does no
+    # dataclass copies, only the token arithmetic. Keyed by identity: the snapshot owns the objects.
+    effective: dict[tuple, object]
 
 
 def _snapshot(versions: Iterable[PriceVersion], cards: Iterable[RateCard]) -> _Snapshot:
@@ -45,7 +48,7 @@ def _snapshot(versions: Iterable[PriceVersion], cards: Iterable[RateCard]) -> _S
     for c in sorted(cards, key=lambda c: (c.valid_from, c.id or 0), reverse=True):
         by_tenant.setdefault(c.tenant_id, []).append(c)
     starts = {m: [v.effective_from.timestamp() for v in vs] for m, vs in by_model.items()}
-    return _Snapshot(starts, by_model, by_tenant)
+    return _Snapshot(starts, by_model, by_tenant, {})
 
 
 class PriceBook:
@@ -123,7 +126,14 @@ class PriceBook:
         version = self.version_at(model, at)
         if version is None:
             return ZERO, None
-        return request_cost(version, usage, self.card_at(tenant_id, model, at)), version.id
+        card = self.card_at(tenant_id, model, at)
+        threshold = version.long_context_threshold
+        key = (id(version), id(card), threshold is not None and usage.prompt > threshold)
+        cache = self._state.effective
+        prices = cache.get(key)
+        if prices is None:
+            prices = cache[key] = effective_prices(version, usage.prompt, card)
+        return priced_cost(prices, usage), version.id
 
     def priced(self, model: str, at: datetime | None = None) -> bool:
         return self.version_at(model, at or datetime.now(UTC)) is not None
@@ -148,8 +158,14 @@ class ReservationPrices:
         version = self._book.version_at(model, self._at)
         if version is None:
             return None
-        per_in, per_out = bound_prices(version, self._book.card_at(self._tenant_id, model, self._at))
-        return ModelPrice(input=per_in, output=per_out, cached_input=per_in)
+        card = self._book.card_at(self._tenant_id, model, self._at)
+        cache = self._book._state.effective
+        key = ("bound", id(version), id(card))
+        bound = cache.get(key)
+        if bound is None:
+            per_in, per_out = bound_prices(version, card)
+            bound = cache[key] = ModelPrice(input=per_in, output=per_out, cached_input=per_in)
+        return bound
 
 
 async def follow(book: PriceBook, url: str, poll_s: float) -> None:

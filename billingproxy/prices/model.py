@@ -23,7 +23,9 @@ __all__ = [
     "RateCard",
     "TokenUsage",
     "bound_prices",
+    "effective_prices",
     "parse_price",
+    "priced_cost",
     "request_cost",
 ]
 
@@ -214,11 +216,19 @@ class RateCard:
         }
 
 
+def effective_prices(version: PriceVersion, prompt_tokens: int, card: RateCard | None = None) -> PriceVersion:
+    """The prices a request of this size pays: the tier by prompt size, then the tenant's rate card."""
+    p = version.at_tier(prompt_tokens)
+    return card.apply(p) if card is not None else p
+
+
 def request_cost(version: PriceVersion, usage: TokenUsage, card: RateCard | None = None) -> Decimal:
     """The billed cost of one request: the tier by prompt size, then the tenant's rate card."""
-    p = version.at_tier(usage.prompt)
-    if card is not None:
-        p = card.apply(p)
+    return priced_cost(effective_prices(version, usage.prompt, card), usage)
+
+
+def priced_cost(p: PriceVersion, usage: TokenUsage) -> Decimal:
+    """``usage`` at the effective prices ``p`` (see ``effective_prices``)."""
     prompt = max(usage.prompt, 0)
     cached = min(max(usage.cached_read, 0), prompt)
     write_1h = min(max(usage.cache_write_1h, 0), prompt - cached)
