@@ -30,7 +30,15 @@ import psutil
 
 from billingproxy import db
 from billingproxy.tenants import TenantStore
-from testkit.support import MASTER_KEY, ProxyProcess, create_database, free_port, test_config, wait_until
+from testkit.support import (
+    MASTER_KEY,
+    ProxyProcess,
+    create_database,
+    free_port,
+    migrate_with_prices,
+    test_config,
+    wait_until,
+)
 
 # Per variant: which of our plugins the proxy loads, and env switches. "stock" loads none and
 # authenticates with the master key, like the plain LiteLLM proxy.
@@ -170,7 +178,7 @@ def database() -> tuple[str, object | None]:
         embedded = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="bench-pg-")) / "data")
         server_url = embedded.url()
     url = create_database(server_url)
-    db.migrate(url)
+    migrate_with_prices(url)  # as `db migrate`: the schema and config.yaml's prices
     return url, embedded
 
 

@@ -229,6 +229,7 @@ class ProxySettings:
     budget_store: str = "postgres"  # postgres | redis
     redis_url: str = "redis://127.0.0.1:6379/0"
     budget_webhook_url: str | None = None
+    prices_poll_s: float = 30.0  # the price book's fallback poll (LISTEN/NOTIFY is the fast path)
 
     @classmethod
     def from_env(cls) -> ProxySettings:
@@ -247,7 +248,11 @@ class ProxySettings:
         body_mb = _float("BILLINGPROXY_MAX_BODY_MB", 8)
         if body_mb <= 0:
             raise ConfigError("BILLINGPROXY_MAX_BODY_MB must be positive")
+        poll_s = _float("BILLINGPROXY_PRICES_POLL_S", 30)
+        if not 0.1 <= poll_s <= 3600:
+            raise ConfigError("BILLINGPROXY_PRICES_POLL_S must be between 0.1 and 3600 seconds")
         return cls(
+            prices_poll_s=poll_s,
             default_max_tokens=default_max,
             max_output_tokens=max_output,
             max_body_bytes=int(body_mb * 1024 * 1024),

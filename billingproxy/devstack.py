@@ -26,6 +26,7 @@ import psycopg
 from billingproxy import db
 from billingproxy.config import REPO_ROOT, DevStackSettings, environment, master_key
 from billingproxy.errors import NotFound
+from billingproxy.prices import import_config_prices
 from billingproxy.tenants import TenantStore
 
 DATA = REPO_ROOT / ".data"
@@ -178,6 +179,10 @@ def main() -> None:
     _connect_check(url)
     applied = db.migrate(url)
     _say(f"migrations: {len(applied)} applied" if applied else "migrations: schema up to date")
+    with db.connect(url) as conn:
+        imported = import_config_prices(conn)
+    if imported:
+        _say(f"prices: {len(imported)} version(s) imported from config.yaml")
     master = master_key() or _secret_file("master_key", lambda: "sk-admin-" + secrets.token_urlsafe(32))
     token = _demo_token(url)
     proxy_url = f"http://127.0.0.1:{port}"

@@ -104,8 +104,17 @@ def drop_database(server_url: str, url: str) -> None:
 def create_migrated_database(server_url: str) -> str:
     """A fresh database on the server with every migration applied; returns its URL."""
     url = create_database(server_url)
-    db.migrate(url)
+    migrate_with_prices(url)
     return url
+
+
+def migrate_with_prices(url: str) -> None:
+    """What ``db migrate`` does: the schema, then config.yaml's prices into the price book."""
+    from billingproxy.prices import import_config_prices
+
+    db.migrate(url)
+    with db.connect(url) as conn:
+        import_config_prices(conn)
 
 
 def tenant_with_token(url: str, prefix: str = "t", **fields: Any) -> tuple[str, str]:

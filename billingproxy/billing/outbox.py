@@ -159,15 +159,14 @@ def _seal_tenant(
 ) -> list[Entry]:
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (SEAL_LOCK, tenant_id))
-        tenant = cur.execute(
-            "SELECT stripe_customer_id, price_multiplier FROM tenants WHERE id = %s", (tenant_id,)
-        ).fetchone()
+        tenant = cur.execute("SELECT stripe_customer_id FROM tenants WHERE id = %s", (tenant_id,)).fetchone()
         customer = tenant and tenant["stripe_customer_id"]
         if not customer:
             if customer_required:
                 return []
             customer = tenant_id
-        multiplier = tenant["price_multiplier"] if tenant else Decimal(1)
+        # Rate cards (the price book) are already in each row's cost: no markup is applied here.
+        multiplier = Decimal(1)
         deltas = accrual.open_deltas(cur, tenant_id, before)
         if not deltas:
             return []  # another relay sealed them first

@@ -38,14 +38,17 @@ def _register() -> None:
         doctor_cmd,
         key_cmd,
         portal_cmd,
+        prices_cmd,
         service_cmd,
         stripe_cmd,
         tenant_cmd,
         usage_cmd,
     )
 
-    for module in (db_cmd, tenant_cmd, key_cmd, usage_cmd, stripe_cmd, service_cmd, doctor_cmd, portal_cmd):
+    modules = (db_cmd, tenant_cmd, key_cmd, usage_cmd, stripe_cmd, service_cmd, doctor_cmd, portal_cmd, prices_cmd)
+    for module in modules:
         main.add_command(module.command)
+    main.add_command(prices_cmd.ratecard_command)
 
 
 _register()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -10,6 +11,7 @@ import click
 from billingproxy.budgets import period_status
 from billingproxy.cli.output import emit, json_option, show_fields, table, tenant_store
 from billingproxy.errors import InvalidInput
+from billingproxy.prices import PriceStore
 from billingproxy.tenants import BUDGET_PERIODS, DEFAULT_PERIOD, UNSET, Tenant, period_start
 
 __all__ = ["command"]
@@ -94,13 +96,20 @@ def tenant_show(tenant_ref: str, as_json: bool) -> None:
 @click.option("--rpm", default=None, help="Requests per minute, or 'none'.")
 @click.option("--tpm", default=None, help="Tokens per minute, or 'none'.")
 @click.option("--stripe-customer", default=None, help="Stripe customer id, or 'none'.")
-@click.option("--price-multiplier", default=None, help="Markup on the billed amount, e.g. 1.2 (resellers).")
+@click.option(
+    "--price-multiplier", default=None, help="Markup from now on, e.g. 1.2: an all-models rate card (see ratecard)."
+)
 @json_option
 def tenant_update(
     tenant_ref, name, budget_usd, budget_period, models, rpm, tpm, stripe_customer, price_multiplier, as_json
 ) -> None:
     """Change a tenant's settings; omitted options stay as they are."""
     with tenant_store() as store:
+        if price_multiplier is not None:
+            # The single markup is a rate card now (the price book prices each row with it).
+            PriceStore(store.conn).set_rate_card(
+                tenant_ref, None, valid_from=datetime.now(UTC), multiplier=price_multiplier, reason="tenant update"
+            )
         updated = store.update_tenant(
             tenant_ref,
             name=name,
@@ -110,7 +119,6 @@ def tenant_update(
             rpm_limit=_optional(rpm, _int),
             tpm_limit=_optional(tpm, _int),
             stripe_customer_id=_optional(stripe_customer),
-            price_multiplier=price_multiplier,
         )
     _show_tenant(updated, as_json)
 

@@ -17,7 +17,16 @@ from psycopg.rows import dict_row
 
 from billingproxy.metering.record import UsageRecord
 
-__all__ = ["WindowDelta", "accrual_rows", "accrue", "columns_of", "mark_sealed", "open_deltas", "tenants_due"]
+__all__ = [
+    "WindowDelta",
+    "accrual_rows",
+    "accrue",
+    "adjust_costs",
+    "columns_of",
+    "mark_sealed",
+    "open_deltas",
+    "tenants_due",
+]
 
 
 @dataclass(frozen=True)
@@ -111,3 +120,22 @@ def mark_sealed(cur: psycopg.Cursor, tenant_id: str, deltas: Sequence[WindowDelt
     cur.executemany(
         _MARK_SEALED, [(d.cost_usd, d.input_tokens, d.output_tokens, tenant_id, d.window_start) for d in deltas]
     )
+
+
+_ADJUST_SQL = """
+INSERT INTO billing_accrual AS a (tenant_id, window_start, cost_usd)
+SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::numeric[])
+ON CONFLICT (tenant_id, window_start) DO UPDATE SET cost_usd = a.cost_usd + excluded.cost_usd"""
+
+
+def adjust_costs(conn: psycopg.Connection, tenant_id: str, deltas: Sequence[tuple[datetime, Decimal]], window_s: int):
+    """Add re-rated cost differences to their windows (inside the caller's transaction): the next
+    seal reports them as new entries of those windows, with the next seal number's identifier."""
+    sums: dict[tuple, list] = {}
+    for start, delta in deltas:
+        epoch = start.timestamp()
+        window = datetime.fromtimestamp(epoch - epoch % window_s, UTC)
+        sums.setdefault((tenant_id, window), [Decimal(0)])[0] += delta
+    columns = columns_of(sums)
+    if columns:
+        conn.execute(_ADJUST_SQL, columns)

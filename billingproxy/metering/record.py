@@ -49,6 +49,9 @@ class UsageRecord:
     trace_id: str | None
     start_time: datetime
     end_time: datetime | None
+    price_version_id: int | None = None  # the price book version the cost was computed at
+    cache_write_5m_tokens: int = 0  # Anthropic cache writes (part of prompt_tokens), per cache lifetime
+    cache_write_1h_tokens: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe: money as a decimal string, times as ISO-8601 with microseconds."""
@@ -67,8 +70,18 @@ class UsageRecord:
             raise ValueError(f"usage record lacks {', '.join(missing)}")
         if values["status"] not in STATUSES:
             raise ValueError(f"unknown usage status {values['status']!r}")
-        for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "total_tokens"):
+        for name in (
+            "prompt_tokens",
+            "completion_tokens",
+            "cached_tokens",
+            "reasoning_tokens",
+            "total_tokens",
+            "cache_write_5m_tokens",
+            "cache_write_1h_tokens",
+        ):
             values[name] = int(values[name] or 0)
+        if values["price_version_id"] is not None:
+            values["price_version_id"] = int(values["price_version_id"])
         values["cost_usd"] = Decimal(str(values["cost_usd"] or "0"))
         values["stream"] = bool(values["stream"])
         values["cache_hit"] = bool(values["cache_hit"])

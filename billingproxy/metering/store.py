@@ -24,7 +24,7 @@ from billingproxy.config import billing_window_s
 from billingproxy.metering import accrual
 from billingproxy.metering.record import UsageRecord
 
-__all__ = ["COLUMNS", "COPY_TYPES", "DIRECT_COPY", "UsageStore", "rollup_rows", "row_values"]
+__all__ = ["COLUMNS", "COPY_TYPES", "DIRECT_COPY", "UsageStore", "rerate_rows", "rollup_rows", "row_values"]
 
 _FIELDS = [f.name for f in fields(UsageRecord)]
 COLUMNS = sql.SQL(", ").join(map(sql.Identifier, _FIELDS))
@@ -33,7 +33,7 @@ DIRECT_COPY = sql.SQL("COPY litellm_usage ({columns}) FROM STDIN (FORMAT BINARY)
 # Binary COPY skips text formatting and parsing on both sides; it needs each column's type.
 _NON_TEXT = {"cost_usd": "numeric", "http_status": "int2", "stream": "bool", "cache_hit": "bool"}
 _NON_TEXT |= {name: "int4" for name in _FIELDS if name.endswith("_tokens") or name == "latency_ms"}
-_NON_TEXT |= {"start_time": "timestamptz", "end_time": "timestamptz"}
+_NON_TEXT |= {"start_time": "timestamptz", "end_time": "timestamptz", "price_version_id": "int8"}
 COPY_TYPES = [_NON_TEXT.get(name, "text") for name in _FIELDS]
 
 _STAGE = sql.SQL("""CREATE TEMP TABLE IF NOT EXISTS usage_stage
@@ -159,3 +159,30 @@ class UsageStore:
             if month not in self._partitions:
                 conn.execute("SELECT billingproxy_ensure_usage_partition(%s)", (record.start_time,))
                 self._partitions.add(month)
+
+
+_RERATE_ROW = """UPDATE litellm_usage SET cost_usd = %s, price_version_id = %s
+    WHERE request_id = %s AND start_time = %s AND cost_usd = %s"""
+_RERATE_DAILY = """UPDATE usage_daily SET cost_usd = cost_usd + %s WHERE day = %s AND tenant_id = %s AND model = %s"""
+
+
+def rerate_rows(conn: psycopg.Connection, tenant_id: str, changes: Sequence[tuple], window_s: int) -> int:
+    """Re-rated rows, inside the caller's transaction: each ``(request_id, start_time, model,
+    old_cost, new_cost, version_id)`` gets its new cost and version (only if still at the old
+    cost, so a concurrent re-rate cannot apply twice), and the daily rollup and the billing
+    accrual move by the difference. Returns how many rows changed."""
+    changed = []
+    with conn.cursor() as cur:
+        for request_id, start, model, old, new, version_id in changes:
+            cur.execute(_RERATE_ROW, (new, version_id, request_id, start, old))
+            if cur.rowcount:
+                changed.append((start, model, new - old))
+        daily: dict[tuple, Decimal] = {}
+        for start, model, delta in changed:
+            key = (start.astimezone(UTC).date(), model)
+            daily[key] = daily.get(key, Decimal(0)) + delta
+        cur.executemany(
+            _RERATE_DAILY, [(delta, day, tenant_id, model) for (day, model), delta in sorted(daily.items())]
+        )
+    accrual.adjust_costs(conn, tenant_id, [(start, delta) for start, _, delta in changed], window_s)
+    return len(changed)

@@ -41,6 +41,7 @@ def start() -> None:
         return
     runtime.settings()
     runtime.prices()
+    runtime.price_book()
     runtime.catalog()
     AuthSettings.from_env()
     WriterSettings.from_env()
@@ -76,7 +77,7 @@ async def admit_request(
             request_id,
             call_type,
             body,
-            runtime.prices(),
+            runtime.price_book().for_tenant(limits.tenant_id),
             runtime.budgets(),
             runtime.settings(),
             runtime.catalog(),

@@ -14,6 +14,7 @@ from billingproxy.budgets import BudgetExceeded, BudgetManager, BudgetStoreUnava
 from billingproxy.config import ProxySettings
 from billingproxy.errors import Refusal
 from billingproxy.metering import OUTPUT_LIMITS, PriceTable, max_cost, output_token_limit
+from billingproxy.prices import ReservationPrices
 from billingproxy.proxy.catalog import ModelCatalog
 
 __all__ = ["TenantLimits", "admit", "check_chat_body", "check_output_limits"]
@@ -104,7 +105,7 @@ async def admit(
     request_id: str,
     call_type: str,
     body: dict[str, Any],
-    prices: PriceTable,
+    prices: PriceTable | ReservationPrices,
     budgets: BudgetManager,
     settings: ProxySettings = _DEFAULTS,
     catalog: ModelCatalog | None = None,
@@ -118,6 +119,11 @@ async def admit(
     unconfigured = catalog.refusal_reason(model) if catalog is not None else None
     if unconfigured:
         raise Refusal(503, "model_not_configured", unconfigured, "service_unavailable")
+    if catalog is not None and catalog.knows(model) and prices.get(model) is None:
+        # Never billed at zero: a configured model without a price version is refused.
+        raise Refusal(
+            503, "model_not_priced", f"Model '{model}' has no price yet; try again later.", "service_unavailable"
+        )
     if limits.budget_usd is None:
         return
     limit_field = _OUTPUT_LIMIT_FIELD.get(call_type)

@@ -35,6 +35,7 @@ class ModelEntry:
 class ModelCatalog:
     def __init__(self, entries: list[ModelEntry]) -> None:
         self.entries = entries
+        self.names = frozenset(entry.name for entry in entries)
         # A model name can have several deployments: it is usable if any of them is configured.
         self.unconfigured = {
             entry.name: entry.missing
@@ -50,6 +51,9 @@ class ModelCatalog:
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"cannot read {path}: {exc}") from None
         return cls([_entry(item) for item in config.get("model_list") or [] if item.get("model_name")])
+
+    def knows(self, model: str) -> bool:
+        return model in self.names
 
     def refusal_reason(self, model: str) -> str | None:
         missing = self.unconfigured.get(model)

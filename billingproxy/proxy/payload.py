@@ -11,8 +11,9 @@ from typing import Any
 
 from billingproxy.access import auth_metadata_of_payload
 from billingproxy.metering import ZERO, PriceTable, UsageRecord, charged
+from billingproxy.prices import PriceBook, TokenUsage
 
-__all__ = ["record_from_payload"]
+__all__ = ["cache_writes", "record_from_payload"]
 
 INT4_MAX = 2**31 - 1  # the token columns' range
 
@@ -58,6 +59,21 @@ def _timestamp(value: Any) -> datetime | None:
     return None
 
 
+def cache_writes(usage: dict[str, Any]) -> tuple[int, int]:
+    """(5-minute, 1-hour) cache-write tokens. LiteLLM reports the total as
+    ``cache_creation_input_tokens`` (part of prompt_tokens) and, when Anthropic split it, the
+    split under ``prompt_tokens_details.cache_creation_token_details`` (or the raw
+    ``cache_creation``); what is not marked 1-hour is the 5-minute cache (Anthropic's default)."""
+    total = _int(usage.get("cache_creation_input_tokens")) or _detail(
+        usage, "prompt_tokens_details", "cache_creation_tokens"
+    )
+    details = (usage.get("prompt_tokens_details") or {}).get("cache_creation_token_details")
+    if not isinstance(details, dict):
+        details = usage.get("cache_creation") if isinstance(usage.get("cache_creation"), dict) else {}
+    one_hour = min(_int(details.get("ephemeral_1h_input_tokens")), total)
+    return total - one_hour, one_hour
+
+
 def record_from_payload(
     payload: dict[str, Any],
     prices: PriceTable,
@@ -66,6 +82,7 @@ def record_from_payload(
     http_status: int | None = None,
     error_type: str | None = None,
     bill_cache_hits: bool = False,
+    price_book: PriceBook | None = None,
 ) -> UsageRecord | None:
     """A record for a request that carried a tenant, or None (refused before auth, health checks)."""
     tenant_id, auth_meta = auth_metadata_of_payload(payload)
@@ -79,10 +96,17 @@ def record_from_payload(
     status = status or ("success" if payload.get("status") == "success" else "failure")
     model = str(payload.get("model_group") or payload.get("model") or "unknown")
     cache_hit = bool(payload.get("cache_hit"))
-    cost = ZERO
-    if charged(status, cache_hit, bill_cache_hits):
-        cost = prices.cost(model, prompt, completion, cached)
+    cost, version_id = ZERO, None
     start = _timestamp(payload.get("startTime")) or datetime.now(UTC)
+    write_5m, write_1h = cache_writes(usage)
+    if price_book is not None:
+        # Priced by the request's start time: every instance bills a change from the same instant.
+        tokens = TokenUsage(prompt, completion, min(cached, prompt), write_5m, write_1h, reasoning)
+        list_cost, version_id = price_book.cost(model, tokens, at=start, tenant_id=str(tenant_id))
+        if charged(status, cache_hit, bill_cache_hits):
+            cost = list_cost
+    elif charged(status, cache_hit, bill_cache_hits):
+        cost = prices.cost(model, prompt, completion, cached)
     end = _timestamp(payload.get("endTime"))
     error = payload.get("error_information") or {}
     if status != "success":
@@ -112,4 +136,7 @@ def record_from_payload(
         trace_id=_trace_id(payload),
         start_time=start,
         end_time=end,
+        price_version_id=version_id,
+        cache_write_5m_tokens=write_5m,
+        cache_write_1h_tokens=write_1h,
     )

@@ -15,7 +15,13 @@ __all__ = ["record_usage"]
 def record_usage(payload: dict[str, Any], **outcome: Any) -> UsageRecord | None:
     """Build the request's usage record, settle its budget reservation and queue the record."""
     settings = runtime.settings()
-    record = record_from_payload(payload, runtime.prices(), bill_cache_hits=settings.bill_cache_hits, **outcome)
+    record = record_from_payload(
+        payload,
+        runtime.prices(),
+        bill_cache_hits=settings.bill_cache_hits,
+        price_book=runtime.price_book(),
+        **outcome,
+    )
     if record is not None:
         runtime.budgets().settle(record.request_id, record.cost_usd)
         if settings.request_log:

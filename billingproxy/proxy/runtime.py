@@ -9,11 +9,13 @@ Pools, tasks and threads are created lazily inside the running event loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import socket
 from functools import cache
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from billingproxy import db, shutdown
@@ -21,9 +23,21 @@ from billingproxy.access import Authenticator, KeyStore
 from billingproxy.budgets import BudgetManager, BudgetStore, PostgresBudgetStore, threshold_webhook
 from billingproxy.config import AuthSettings, ProxySettings, WriterSettings, database_url, master_key
 from billingproxy.metering import PriceTable, UsageWriter
+from billingproxy.prices import PriceBook, follow
 from billingproxy.proxy.catalog import ModelCatalog
 
-__all__ = ["authenticator", "budgets", "catalog", "opened_pool", "pool", "prices", "settings", "writer"]
+__all__ = [
+    "authenticator",
+    "budgets",
+    "catalog",
+    "opened_pool",
+    "pool",
+    "price_book",
+    "prices",
+    "settings",
+    "writer",
+]
+_log = logging.getLogger("billingproxy.prices")
 
 
 @cache
@@ -34,6 +48,37 @@ def settings() -> ProxySettings:
 @cache
 def prices() -> PriceTable:
     return PriceTable.from_config()
+
+
+@cache
+def _price_book() -> PriceBook:
+    """The schedule from PostgreSQL, loaded once at start (blocking, before the first request).
+    If the database cannot be reached then, config.yaml's prices bill provisionally (rows carry
+    no version id) until the follower loads the schedule."""
+    try:
+        with psycopg.connect(database_url(), connect_timeout=5) as conn:
+            book = PriceBook()
+            book.load(conn)
+            return book
+    except Exception as exc:  # noqa: BLE001 - start anyway; the follower retries
+        _log.warning("price book not loaded at start (%s): billing from config.yaml until it is", type(exc).__name__)
+        return PriceBook.from_table(prices())
+
+
+_follower: asyncio.Task | None = None
+
+
+def price_book() -> PriceBook:
+    """The process's price book; its LISTEN/poll follower starts with the first call in the loop."""
+    global _follower
+    book = _price_book()
+    if _follower is None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return book
+        _follower = loop.create_task(follow(book, database_url(), settings().prices_poll_s), name="billingproxy-prices")
+    return book
 
 
 @cache

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body
 from pydantic import BaseModel, ConfigDict
 
 from billingproxy.metering import usage_report
+from billingproxy.prices import PriceStore
 from billingproxy.service.deps import AdminOnly, Store
 from billingproxy.tenants import expiry_in_days, grace_hours
 
@@ -74,7 +75,15 @@ def show_tenant(ref: str, store: Store) -> dict[str, Any]:
 
 @router.patch("/tenants/{ref}")
 def update_tenant(ref: str, body: TenantPatch, store: Store) -> dict[str, Any]:
-    return store.update_tenant(ref, **body.model_dump(exclude_unset=True)).to_json()
+    changes = body.model_dump(exclude_unset=True)
+    multiplier = changes.pop("price_multiplier", None)
+    if multiplier is not None:
+        # The single markup is a rate card now (the price book prices each row with it).
+        value = repr(multiplier) if isinstance(multiplier, float) else str(multiplier)
+        PriceStore(store.conn).set_rate_card(
+            ref, None, valid_from=datetime.now(UTC), multiplier=value, created_by="admin api", reason="tenant update"
+        )
+    return store.update_tenant(ref, **changes).to_json()
 
 
 @router.post("/tenants/{ref}/suspend")

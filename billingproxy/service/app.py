@@ -14,7 +14,7 @@ from psycopg_pool import ConnectionPool
 
 from billingproxy.billing import StripeApi, stripe_client
 from billingproxy.config import BillingSettings, database_url, master_key
-from billingproxy.service import admin, stripe_webhook
+from billingproxy.service import admin, prices_admin, stripe_webhook
 from billingproxy.service.console import console_router
 from billingproxy.service.deps import ServiceState
 from billingproxy.service.errors import install_error_handlers
@@ -70,6 +70,7 @@ def create_app(dsn: str | None = None, admin_key: str | None = None, billing: Bi
         return {"status": "ok"}
 
     app.include_router(admin.router)
+    app.include_router(prices_admin.router)
     app.include_router(stripe_webhook.router)
     app.include_router(console_router(pool, admin_key, billing))
     return app

@@ -12,6 +12,8 @@ Directives in the request text steer one request (safe under concurrency):
 * ``[[fault:broken_stream]]`` send two chunks then drop the connection
 * ``[[cached:N]]``            report N cached prompt tokens
 * ``[[reasoning:N]]``         report N reasoning tokens
+* ``[[cache_write:N]]``       (Anthropic) report N cache-creation tokens, 5-minute cache
+* ``[[cache_write_1h:N]]``    (Anthropic) of which N more for the 1-hour cache (``cache_creation`` split)
 * ``[[latency:MS]]``          wait MS before answering
 
 ``POST /_control`` sets defaults for every request (``latency_ms``, ``fault``);
@@ -63,6 +65,8 @@ class Scenario:
         self.latency_s = float(directives.get("latency", defaults.get("latency_ms", 0))) / 1000
         self.cached_tokens = int(directives.get("cached", 0))
         self.reasoning_tokens = int(directives.get("reasoning", 0))
+        self.cache_write_5m = int(directives.get("cache_write", 0))
+        self.cache_write_1h = int(directives.get("cache_write_1h", 0))
         self.prompt_tokens = max(1, len(text.split()))
         max_tokens = body.get("max_tokens") or body.get("max_output_tokens") or body.get("max_completion_tokens")
         self.completion_tokens = int(max_tokens) if max_tokens else DEFAULT_COMPLETION_TOKENS
@@ -268,12 +272,18 @@ class FakeUpstream(ThreadedAioServer):
             return error
         mid = f"msg_{uuid.uuid4().hex}"
         text = " ".join(scenario.words())
-        usage = {
-            "input_tokens": scenario.prompt_tokens - scenario.cached_tokens,
+        writes = scenario.cache_write_5m + scenario.cache_write_1h
+        usage: dict[str, Any] = {
+            "input_tokens": scenario.prompt_tokens - scenario.cached_tokens - writes,
             "output_tokens": scenario.completion_tokens,
             "cache_read_input_tokens": scenario.cached_tokens,
-            "cache_creation_input_tokens": 0,
+            "cache_creation_input_tokens": writes,
         }
+        if writes:  # Anthropic splits cache writes by lifetime
+            usage["cache_creation"] = {
+                "ephemeral_5m_input_tokens": scenario.cache_write_5m,
+                "ephemeral_1h_input_tokens": scenario.cache_write_1h,
+            }
         if not scenario.stream:
             return web.json_response(
                 {

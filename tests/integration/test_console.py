@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from billingproxy import db
 from billingproxy.cli import main as cli
+from billingproxy.prices import PriceStore
 from billingproxy.service import create_app
 from billingproxy.service.console.session import COOKIE, SessionSigner
 from billingproxy.tenants import TenantStore
@@ -34,12 +35,15 @@ def world(billing_db, fake_stripe):
     with db.connect(billing_db) as conn:
         store = TenantStore(conn)
         alpha = store.create_tenant("alpha", budget_usd="1", stripe_customer_id="cus_alpha")
-        alpha = store.update_tenant(alpha.id, price_multiplier="1.25")
+        # alpha's markup is a rate card: the price book puts it into each row's cost (seeded so below)
+        PriceStore(conn).set_rate_card(alpha.id, None, valid_from=datetime(1970, 1, 1, tzinfo=UTC), multiplier="1.25")
         beta = store.create_tenant("beta", budget_usd="50", budget_period="daily", stripe_customer_id="cus_beta")
     recent = max(now - timedelta(seconds=30), now.replace(day=1, hour=0, minute=0, second=0, microsecond=0))
-    records = [record(alpha.id, "0.0123457", recent - timedelta(microseconds=i)) for i in range(7)]
+    records = [
+        record(alpha.id, "0.015432125", recent - timedelta(microseconds=i)) for i in range(7)
+    ]  # 0.0123457 x 1.25
     records += [record(alpha.id, "0.5", recent, model="gpt-4o-mini", status="failure")]
-    records += [record(alpha.id, "0.3333333", now - timedelta(days=40))]  # an earlier month
+    records += [record(alpha.id, "0.4166666250", now - timedelta(days=40))]  # an earlier month: 0.3333333 x 1.25
     records += [record(beta.id, "0.0000001", recent - timedelta(microseconds=i), model="claude") for i in range(3)]
     seed_usage(billing_db, records)
     drain(make_relay(billing_db, fake_stripe), billing_db)
@@ -188,13 +192,13 @@ def test_pages_show_the_rollups(operator, world):
     assert alpha.id in tenants and beta.id in tenants
     billing = operator.get("/console/billing").text
     assert "cus_alpha" in billing and 'data-status="sent"' in billing
-    expected = billable_microusd(world["url"], alpha.id, Decimal("1.25"))
+    expected = billable_microusd(world["url"], alpha.id, Decimal(1))
     with db.connect(world["url"]) as conn:
         total = conn.execute(
             "SELECT coalesce(sum(cost_usd), 0) AS s FROM litellm_usage WHERE tenant_id = %s AND status = 'success'",
             (alpha.id,),
         ).fetchone()["s"]
-    all_time = int(total * 1_000_000 * Decimal("1.25"))
+    all_time = int(total * 1_000_000 * Decimal(1))
     row = re.search(r'data-customer="cus_alpha">(.*?)</tr>', billing, re.S).group(1)
     with db.connect(world["url"]) as conn:
         sent = conn.execute(
@@ -210,7 +214,7 @@ def test_pages_show_the_rollups(operator, world):
 def test_invoice_preview_equals_the_billable_sum_and_what_was_reported(operator, world):
     alpha = world["alpha"]
     page = operator.get(f"/console/tenants/{alpha.id}").text
-    billable = billable_microusd(world["url"], alpha.id, Decimal("1.25"))
+    billable = billable_microusd(world["url"], alpha.id, Decimal(1))
     assert f'id="invoice-billable" data-microusd="{billable}"' in page
     with db.connect(world["url"]) as conn:
         sent = conn.execute(
@@ -276,7 +280,7 @@ def test_portal_shows_one_tenant_and_nothing_of_another(app_client, world):
     token = path.rsplit("/", 1)[1]
     page = app_client.get(path)
     assert page.status_code == 200 and "alpha" in page.text and "beta" not in page.text and beta.id not in page.text
-    billable = billable_microusd(world["url"], alpha.id, Decimal("1.25"))
+    billable = billable_microusd(world["url"], alpha.id, Decimal(1))
     assert f'data-microusd="{billable}"' in page.text
     csv_text = app_client.get(path + "/usage.csv").text
     lines = csv_text.strip().splitlines()

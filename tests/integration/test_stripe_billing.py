@@ -7,6 +7,7 @@ connections. Invariant everywhere: Stripe's sum per customer == the database's, 
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 import uuid
@@ -17,6 +18,8 @@ import openai
 
 from billingproxy import db
 from billingproxy.billing import Reconciler, stripe_client
+from billingproxy.prices import PriceBook, PriceStore, TokenUsage
+from billingproxy.prices.store import FIRST_EFFECTIVE as EPOCH
 from billingproxy.tenants import TenantStore
 from testkit.billing import (
     drain,
@@ -41,8 +44,8 @@ def tenants_with_customers(database_url: str, count: int, multipliers: dict[int,
         for i in range(count):
             customer = f"cus_{uuid.uuid4().hex[:14]}"
             tenant = store.create_tenant(f"bill-{uuid.uuid4().hex[:8]}", stripe_customer_id=customer)
-            if multipliers and i in multipliers:
-                tenant = store.update_tenant(tenant.id, price_multiplier=multipliers[i])
+            if multipliers and i in multipliers:  # a markup is a rate card on every model, for all time
+                PriceStore(conn).set_rate_card(tenant.id, None, valid_from=EPOCH, multiplier=multipliers[i])
             tenants.append(tenant)
         return tenants
 
@@ -268,7 +271,16 @@ def test_token_meters_and_markup(billing_db: str, fake_stripe: FakeStripe) -> No
     from billingproxy.config import Meter
 
     tenants = tenants_with_customers(billing_db, 1, {0: "1.5"})
-    records = usage_records(tenants[0].id, windows=3, per_window=4)
+    with db.connect(billing_db) as conn:
+        book = PriceBook()
+        book.load(conn)
+    records = []
+    for r in usage_records(tenants[0].id, windows=3, per_window=4):  # priced as the proxy prices them
+        tokens = TokenUsage(r.prompt_tokens, r.completion_tokens)
+        cost, version_id = book.cost(r.model, tokens, at=r.start_time, tenant_id=r.tenant_id)
+        list_cost = (r.prompt_tokens * Decimal("0.15") + r.completion_tokens * Decimal("0.6")) / 1_000_000
+        assert cost == list_cost * Decimal("1.5") and version_id is not None  # the markup is in the row
+        records.append(dataclasses.replace(r, cost_usd=cost, price_version_id=version_id))
     store_usage(billing_db, records)
     meters = (Meter("cost", "cost_microusd"), Meter("in_tokens", "input_tokens"), Meter("out_tokens", "output_tokens"))
     drain(make_relay(billing_db, fake_stripe, meters=meters), billing_db)
@@ -276,4 +288,6 @@ def test_token_meters_and_markup(billing_db: str, fake_stripe: FakeStripe) -> No
     assert fake_stripe.totals("in_tokens")[customer] == sum(r.prompt_tokens for r in records)
     assert fake_stripe.totals("out_tokens")[customer] == sum(r.completion_tokens for r in records)
     with db.connect(billing_db) as conn:
-        assert fake_stripe.totals("cost")[customer] == expected_micro_usd(conn, tenants[0].id, Decimal("1.5"))
+        billed = expected_micro_usd(conn, tenants[0].id)  # the rows' (rate-carded) sum, floored
+        assert fake_stripe.totals("cost")[customer] == billed
+        assert billed == int(sum(r.cost_usd for r in records) * 1_000_000)

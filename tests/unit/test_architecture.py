@@ -32,6 +32,9 @@ WRITERS = {
     "stripe_subscriptions": "billingproxy/billing/webhooks.py",
     "schema_migrations": "billingproxy/db/migrate.py",
     "portal_links": "billingproxy/service/console/links.py",
+    "price_versions": "billingproxy/prices/store.py",
+    "rate_cards": "billingproxy/prices/store.py",
+    "rerate_runs": "billingproxy/prices/store.py",
 }
 _WRITE = r"(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM|COPY|TRUNCATE(?:\s+TABLE)?)\s+{table}\b"
 

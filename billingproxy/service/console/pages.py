@@ -300,7 +300,7 @@ def invoice_preview(conn: psycopg.Connection, tenant, cost_meter: str | None, no
              AND tenant_id = %s""",
         ([c for c in (tenant.stripe_customer_id, tenant.id) if c], cost_meter or "", start, end, tenant.id),
     ).fetchone()
-    multiplier = tenant.price_multiplier
+    multiplier = Decimal(1)  # rate cards are in the rows' costs already (the price book)
     # The relay carries the markup's sub-micro-dollar rounding across windows (billing_carry), so
     # a period is billed floor(everything through it) - floor(everything before it): the same
     # micro-dollars the sink receives for the period's windows.
@@ -435,7 +435,7 @@ def customers_reconciliation(conn: psycopg.Connection, cost_meter: str | None) -
            fixes AS (
                SELECT tenant_id, sum(value) FILTER (WHERE status = 'sent') AS sent
                FROM billing_outbox WHERE kind = 'fix' AND meter = %(meter)s GROUP BY tenant_id)
-           SELECT t.id AS tenant_id, t.name, t.stripe_customer_id AS customer_id, t.price_multiplier,
+           SELECT t.id AS tenant_id, t.name, t.stripe_customer_id AS customer_id,
                   coalesce(c.accrued, 0) AS sealed_exact, coalesce(c.reported, 0)::bigint AS sealed_units,
                   coalesce(u.cost, 0) AS unsealed_cost_usd,
                   (coalesce(c.reported, 0) - coalesce(n.not_reported, 0) + coalesce(f.sent, 0))::bigint AS reported,
@@ -451,7 +451,7 @@ def customers_reconciliation(conn: psycopg.Connection, cost_meter: str | None) -
     ).fetchall()
     conn.execute("SET LOCAL enable_seqscan = on")
     for row in rows:
-        exact = Decimal(row["sealed_exact"]) + Decimal(row["unsealed_cost_usd"]) * MICRO * row["price_multiplier"]
+        exact = Decimal(row["sealed_exact"]) + Decimal(row["unsealed_cost_usd"]) * MICRO
         row["billable"] = int(exact.to_integral_value(ROUND_FLOOR))
         row["difference"] = row["billable"] - row["reported"]
     return rows

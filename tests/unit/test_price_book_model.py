@@ -1,0 +1,92 @@
+"""The price book's arithmetic: every dimension, the long-context tier, rate cards, the reservation
+bound, the schedule by start time, and LiteLLM's cache-write fields."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from billingproxy.errors import InvalidInput
+from billingproxy.prices import PriceBook, PriceVersion, RateCard, TokenUsage, parse_price, request_cost
+from billingproxy.prices.model import bound_prices
+from billingproxy.proxy.payload import cache_writes
+
+T0 = datetime(2026, 12, 1, tzinfo=UTC)
+D = Decimal
+
+
+def version(id_: int = 1, at: datetime = T0, **kw) -> PriceVersion:
+    base = dict(input=D(3), output=D(15), cached_read=D("0.3"), cache_write_5m=D("3.75"), cache_write_1h=D(6))
+    return PriceVersion(id_, "claude", at, **{**base, **kw})
+
+
+def test_every_dimension_is_billed_at_its_own_price():
+    usage = TokenUsage(prompt=100, completion=20, cached_read=30, cache_write_5m=10, cache_write_1h=5)
+    expected = (55 * D(3) + 30 * D("0.3") + 10 * D("3.75") + 5 * D(6) + 20 * D(15)) / 1_000_000
+    assert request_cost(version(), usage) == expected
+
+
+def test_reasoning_priced_apart_only_when_the_version_says_so():
+    usage = TokenUsage(prompt=0, completion=10, reasoning=4)
+    assert request_cost(version(), usage) == D(150) / 1_000_000
+    assert request_cost(version(reasoning=D(20)), usage) == (6 * D(15) + 4 * D(20)) / 1_000_000
+
+
+def test_long_context_tier_above_the_threshold_scales_cache_prices_like_input():
+    v = version(long_context_threshold=100, long_input=D(6), long_output=D("22.5"))
+    assert request_cost(v, TokenUsage(prompt=100, completion=1)) == (100 * D(3) + D(15)) / 1_000_000
+    tier = request_cost(v, TokenUsage(prompt=101, completion=1, cached_read=1))
+    assert tier == (100 * D(6) + D("0.6") + D("22.5")) / 1_000_000
+
+
+def test_rate_cards_multiply_or_fix_dimensions():
+    usage = TokenUsage(prompt=10, completion=10)
+    card = RateCard(1, "tn", None, T0, None, multiplier=D("1.2"))
+    assert request_cost(version(), usage, card) == (10 * D("3.6") + 10 * D(18)) / 1_000_000
+    fixed = RateCard(2, "tn", "claude", T0, None, fixed={"input": D(1)})
+    assert request_cost(version(), usage, fixed) == (10 * D(1) + 10 * D(15)) / 1_000_000
+
+
+def test_the_reservation_bound_is_the_dearest_dimension_of_either_tier():
+    v = version(long_context_threshold=100, long_input=D(6), long_output=D("22.5"))
+    per_in, per_out = bound_prices(v, None)
+    assert (per_in, per_out) == (D(12) / 1_000_000, D("22.5") / 1_000_000)  # 1-hour write in the tier
+
+
+def test_the_schedule_prices_by_start_time_and_cards_by_their_period():
+    later = T0 + timedelta(hours=1)
+    card = RateCard(7, "tn", None, later, later + timedelta(hours=1), multiplier=D(2))
+    book = PriceBook([version(1, T0), version(2, later, input=D(4))], [card])
+    usage = TokenUsage(prompt=1)
+    assert book.cost("claude", usage, at=T0 - timedelta(seconds=1)) == (D(0), None)
+    assert book.cost("claude", usage, at=later - timedelta(microseconds=1), tenant_id="tn") == (D("0.000003"), 1)
+    assert book.cost("claude", usage, at=later, tenant_id="tn") == (D("0.000008"), 2)
+    assert book.cost("claude", usage, at=later + timedelta(hours=1), tenant_id="tn") == (D("0.000004"), 2)
+    assert book.for_tenant("tn", later).get("claude").input == D(12) / 1_000_000  # 2 x the 1-hour write
+    assert book.for_tenant("tn", later).get("other") is None
+
+
+def test_litellm_cache_write_fields():
+    usage = {
+        "cache_creation_input_tokens": 10,
+        "prompt_tokens_details": {"cache_creation_token_details": {"ephemeral_1h_input_tokens": 4}},
+    }
+    assert cache_writes(usage) == (6, 4)
+    assert cache_writes({"cache_creation_input_tokens": 7}) == (7, 0)
+    assert cache_writes({"cache_creation_input_tokens": 7, "cache_creation": {"ephemeral_1h_input_tokens": 7}}) == (
+        0,
+        7,
+    )
+    assert cache_writes({}) == (0, 0)
+
+
+@pytest.mark.parametrize("bad", ["-1", "abc", "1e400", "NaN", "0.00000000001", True])
+def test_operator_prices_are_exact_or_refused(bad):
+    with pytest.raises(InvalidInput):
+        parse_price(bad, "input price")
+
+
+def test_exact_prices_are_kept_exactly():
+    assert parse_price("2.50", "p") == D("2.50") and parse_price(0.1, "p") == D("0.1")
