@@ -18,7 +18,11 @@ class GatewayRefusal(ProxyException):
 
     def __init__(self, refusal: Refusal) -> None:
         super().__init__(
-            message=refusal.message, type=refusal.type, param=None, code=refusal.status, openai_code=refusal.code
+            message=refusal.message,
+            type=refusal.type,
+            param=refusal.param,
+            code=refusal.status,
+            openai_code=refusal.code,
         )
 
     def to_dict(self) -> dict:

@@ -12,6 +12,7 @@ from typing import Any
 from billingproxy import logs, shutdown
 from billingproxy.access import KeyRecord, Principal, auth_metadata, check_tenant_route, limiter_identity
 from billingproxy.access import limits_from_auth as _limits_from_auth
+from billingproxy.access.attribution import attach_attribution
 from billingproxy.config import AuthSettings, WriterSettings
 from billingproxy.proxy import log_redaction, runtime
 from billingproxy.proxy.admission import admit as _admit
@@ -71,6 +72,7 @@ async def admit_request(
     """Admission for a request our auth let in (a no-op for the master key); raises ``Refusal``."""
     limits = _limits_from_auth(auth_meta, models)
     if limits is not None:
+        attach_attribution(body)  # first: a malformed end user or tag is a 400, never billed
         await _admit(
             limits,
             request_id,

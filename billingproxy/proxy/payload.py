@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from billingproxy.access import auth_metadata_of_payload
+from billingproxy.access.attribution import attribution_of_auth_metadata
 from billingproxy.metering import ZERO, PriceTable, UsageRecord, charged
 
 __all__ = ["record_from_payload"]
@@ -85,6 +86,7 @@ def record_from_payload(
     start = _timestamp(payload.get("startTime")) or datetime.now(UTC)
     end = _timestamp(payload.get("endTime"))
     error = payload.get("error_information") or {}
+    attribution = attribution_of_auth_metadata(auth_meta)
     if status != "success":
         http_status = _int(http_status) or _int(error.get("error_code")) or None
         error_type = error_type or error.get("error_class") or "unknown"
@@ -112,4 +114,7 @@ def record_from_payload(
         trace_id=_trace_id(payload),
         start_time=start,
         end_time=end,
+        end_user=attribution.end_user,
+        tags=attribution.tags,
+        client_request_id=attribution.client_request_id,
     )
