@@ -21,6 +21,7 @@ class GatewayRefusal(ProxyException):
             message=refusal.message,
             type=refusal.type,
             param=refusal.param,
+            headers=refusal.headers or None,
             code=refusal.status,
             openai_code=refusal.code,
         )

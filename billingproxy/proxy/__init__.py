@@ -16,6 +16,7 @@ from billingproxy.access.attribution import attach_attribution
 from billingproxy.config import AuthSettings, WriterSettings
 from billingproxy.proxy import log_redaction, runtime
 from billingproxy.proxy.admission import admit as _admit
+from billingproxy.proxy.contract import response_headers
 from billingproxy.proxy.pipeline import record_usage
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "max_body_bytes",
     "on_exit",
     "record_usage",
+    "response_headers",
     "start",
 ]
 
