@@ -96,3 +96,23 @@ def test_retry_after_counts_to_the_period_reset():
     assert budget_refusal_headers("daily", now) == {"x-should-retry": "false", "retry-after": "30"}
     assert budget_refusal_headers("monthly", now)["retry-after"] == "30"  # December → January
     assert budget_refusal_headers("total", now) == {"x-should-retry": "false"}  # never resets
+
+
+def test_anthropic_count_tokens_is_open_to_tenant_tokens_and_not_billed(proxy, conn, tenant_token):
+    tenant, token = tenant_token
+    client = anthropic.Anthropic(base_url=proxy.url, api_key=token, max_retries=0)
+    counted = client.messages.count_tokens(
+        model="claude-sonnet-4", messages=[{"role": "user", "content": "count these few words please"}]
+    )
+    assert counted.input_tokens > 0
+    with pytest.raises(anthropic.AuthenticationError):
+        anthropic.Anthropic(base_url=proxy.url, api_key="sk-bp-wrong", max_retries=0).messages.count_tokens(
+            model="claude-sonnet-4", messages=[{"role": "user", "content": "x"}]
+        )
+    # Not billed: a metered request after it is the tenant's only row.
+    client.messages.create(model="claude-sonnet-4", max_tokens=2, messages=[{"role": "user", "content": "hi"}])
+    rows = wait_until(
+        lambda: (found := rows_of(conn, tenant.id)) and any(r["completion_tokens"] == 2 for r in found) and found,
+        what="the messages row",
+    )
+    assert len(rows) == 1 and rows[0]["model"] == "claude-sonnet-4"
