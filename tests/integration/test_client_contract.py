@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime
 
 import anthropic
+import httpx
 import openai
 import pytest
 
@@ -116,3 +117,21 @@ def test_anthropic_count_tokens_is_open_to_tenant_tokens_and_not_billed(proxy, c
         what="the messages row",
     )
     assert len(rows) == 1 and rows[0]["model"] == "claude-sonnet-4"
+
+
+def test_a_json_body_without_content_type_is_handled_as_json(proxy, conn, store):
+    """Never a 403 "model 'None' is not allowed" (the tenant has an allow-list): LiteLLM 1.106
+    reads the body as JSON; a body it could not read gets our 400 naming Content-Type
+    (contract.check_body_read, unit-tested)."""
+    tenant = store.create_tenant(f"ctype-{uuid.uuid4().hex[:8]}", models="gpt-4o")
+    token = store.create_key(tenant.id)[1]
+    body = b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}'
+    response = httpx.post(
+        proxy.url + "/v1/chat/completions", content=body, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
+    assert "content-type" not in {k.lower() for k in response.request.headers}
+    assert response.status_code == 200, response.text
+    rows = wait_until(lambda: rows_of(conn, tenant.id), what="row")
+    assert [(r["model"], r["status"], r["request_id"]) for r in rows] == [
+        ("gpt-4o", "success", response.headers["x-request-id"])
+    ]

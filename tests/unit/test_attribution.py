@@ -16,6 +16,7 @@ from billingproxy.access.attribution import (
 from billingproxy.errors import Refusal
 from billingproxy.metering import UsageRecord
 from billingproxy.metering.store import attribution_rollup_rows, row_values
+from billingproxy.proxy.contract import check_body_read
 
 
 def test_the_header_wins_over_user_which_wins_over_metadata_user_id():
@@ -124,3 +125,13 @@ def test_the_rollup_counts_a_request_under_its_end_user_each_tag_and_its_key():
         ("tag", "b"): (1, Decimal("0.5")),
         ("key", "key_a"): (2, Decimal("1.0")),
     }
+
+
+def test_a_body_without_model_is_a_400_naming_content_type_when_it_was_not_json():
+    check_body_read({"model": "m"}, {})
+    with pytest.raises(Refusal) as caught:
+        check_body_read({}, {"Content-Type": "text/plain"})
+    assert (caught.value.status, caught.value.param) == (400, "model") and "Content-Type" in caught.value.message
+    with pytest.raises(Refusal) as caught:
+        check_body_read({}, {"content-type": "application/json"})
+    assert "Content-Type" not in caught.value.message
