@@ -135,3 +135,22 @@ def test_a_json_body_without_content_type_is_handled_as_json(proxy, conn, store)
     assert [(r["model"], r["status"], r["request_id"]) for r in rows] == [
         ("gpt-4o", "success", response.headers["x-request-id"])
     ]
+
+
+def test_refusals_on_the_anthropic_route_are_anthropic_shaped_and_not_retried(proxy, conn, store):
+    tenant = store.create_tenant(f"an-broke-{uuid.uuid4().hex[:8]}", budget_usd="0.000001", budget_period="daily")
+    token = store.create_key(tenant.id)[1]
+    client = anthropic.Anthropic(base_url=proxy.url, api_key=token)  # default retries (2)
+    messages = [{"role": "user", "content": "hi"}]
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        client.messages.create(model="claude-sonnet-4", max_tokens=5, messages=messages, metadata={"user_id": "a b"})
+    assert bad.value.body["type"] == "error" and "metadata.user_id" in bad.value.body["error"]["message"]
+    with pytest.raises(anthropic.RateLimitError) as broke:
+        client.messages.create(
+            model="claude-sonnet-4", max_tokens=1000, messages=messages, extra_headers={"x-request-id": "an-first"}
+        )
+    assert broke.value.body["type"] == "error" and broke.value.response.headers["x-should-retry"] == "false"
+    rows = wait_until(
+        lambda: (found := rows_of(conn, tenant.id)) and len(found) >= 2 and found, what="the two refusals' rows"
+    )
+    assert sorted((r["http_status"], r["status"]) for r in rows) == [(400, "rejected"), (429, "rejected")]
