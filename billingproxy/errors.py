@@ -51,8 +51,19 @@ _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permi
 class Refusal(BillingProxyError):
     """A client request refused with an HTTP status and an OpenAI-style error code and type."""
 
-    def __init__(self, status: int, code: str, message: str, type_: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        type_: str | None = None,
+        *,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        self.param = param  # the request field at fault (OpenAI's error.param), when there is one
+        self.headers = headers or {}  # response headers the client needs (retry-after, x-should-retry)
         self.type = type_ or _TYPES.get(status, "service_unavailable" if status >= 500 else "invalid_request_error")

@@ -38,6 +38,12 @@ class UsageLogger(CustomLogger):
             raise GatewayRefusal(refusal) from None
         return data
 
+    async def async_post_call_response_headers_hook(
+        self, data, user_api_key_dict, response, request_headers=None, litellm_call_info=None
+    ):
+        """x-request-id (= the row's request_id) on every response, success or failure."""
+        return proxy.response_headers(data)
+
     async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):
         payload = kwargs.get("standard_logging_object")
         if payload:

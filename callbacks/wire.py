@@ -18,7 +18,12 @@ class GatewayRefusal(ProxyException):
 
     def __init__(self, refusal: Refusal) -> None:
         super().__init__(
-            message=refusal.message, type=refusal.type, param=None, code=refusal.status, openai_code=refusal.code
+            message=refusal.message,
+            type=refusal.type,
+            param=refusal.param,
+            headers=refusal.headers or None,
+            code=refusal.status,
+            openai_code=refusal.code,
         )
 
     def to_dict(self) -> dict:

@@ -13,7 +13,9 @@ from billingproxy.errors import Refusal
 
 __all__ = ["TENANT_ROUTES", "check_tenant_route", "tenant_may_call"]
 
-_PATHS = ("chat/completions", "completions", "embeddings", "responses", "messages", "models")
+# messages/count_tokens: Anthropic's token counting (anthropic's messages.count_tokens); LiteLLM
+# answers it without a model call or a usage record, so it is authenticated and never billed.
+_PATHS = ("chat/completions", "completions", "embeddings", "responses", "messages", "messages/count_tokens", "models")
 TENANT_ROUTES = frozenset(f"{prefix}/{path}" for prefix in ("", "/v1") for path in _PATHS)
 # Azure-style deployment paths and a single model lookup (`client.models.retrieve`).
 _TENANT_PATTERNS = re.compile(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
 
 import click
 
@@ -18,7 +18,7 @@ from billingproxy.metering import (
     replay_records,
     usage_report,
 )
-from billingproxy.metering.reports import plain
+from billingproxy.metering.reports import attribution_report, plain
 
 __all__ = ["command"]
 
@@ -30,16 +30,28 @@ def command() -> None:
 
 @command.command("report")
 @click.option("--tenant", "tenant_ref", required=True, help="Tenant id or name.")
-@click.option("--from", "start", type=click.DateTime(), required=True, help="Start (UTC), inclusive.")
-@click.option("--to", "end", type=click.DateTime(), required=True, help="End (UTC), exclusive.")
+@click.option("--from", "start", type=click.DateTime(), default=None, help="Start (UTC), inclusive; this month's.")
+@click.option("--to", "end", type=click.DateTime(), default=None, help="End (UTC), exclusive; now.")
+@click.option(
+    "--by",
+    type=click.Choice(["model", "end-user", "tag", "key"]),
+    default="model",
+    show_default=True,
+    help="Break down by model (from the rows) or by end user, tag or key (whole UTC days, from the rollup).",
+)
 @json_option
-def usage_report_command(tenant_ref: str, start: datetime, end: datetime, as_json: bool) -> None:
-    """Per-model usage and cost for one tenant over [from, to)."""
-    start, end = utc(start), utc(end)
+def usage_report_command(tenant_ref: str, start: datetime | None, end: datetime | None, by: str, as_json: bool) -> None:
+    """Usage and cost for one tenant over [from, to), per model, end user, tag or key."""
+    now = datetime.now(UTC)
+    start = utc(start) or now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = utc(end) or now + timedelta(seconds=1)
     if end <= start:
         raise click.ClickException("--to must be after --from")
     with tenant_store() as store:
         found = store.get_tenant(tenant_ref)
+        if by != "model":
+            _dimension_report(store.conn, found, by.replace("-", "_"), start, end, as_json)
+            return
         report = usage_report(store.conn, found.id, start, end)
 
     def human() -> None:
@@ -47,6 +59,23 @@ def usage_report_command(tenant_ref: str, start: datetime, end: datetime, as_jso
         columns = ["model", "requests", "failures", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd"]
         table(report.models, columns)
         click.echo(f"total cost: {plain(report.total_cost_usd)} USD")
+
+    emit(report.to_json(), as_json, human)
+
+
+def _dimension_report(conn, found, by: str, start: datetime, end: datetime, as_json: bool) -> None:
+    """The rollup is per UTC day: a partial last day counts whole (said in the header)."""
+    last = end.date() if end.time() == time(0) else end.date() + timedelta(days=1)
+    report = attribution_report(conn, found.id, by, start.date(), last)
+
+    def human() -> None:
+        click.echo(f"{found.name} ({found.id})  by {by}  {report.start} .. {report.end} (UTC days, end exclusive)")
+        columns = ["value", "requests", "failures", "rejected", "total_tokens", "cost_usd"]
+        table(report.rows, columns)
+        click.echo(
+            f"total cost: {plain(report.total_cost_usd)} USD"
+            + (" (a request counts under each tag)" if by == "tag" else "")
+        )
 
     emit(report.to_json(), as_json, human)
 

@@ -52,6 +52,10 @@ class UsageRecord:
     price_version_id: int | None = None  # the price book version the cost was computed at
     cache_write_5m_tokens: int = 0  # Anthropic cache writes (part of prompt_tokens), per cache lifetime
     cache_write_1h_tokens: int = 0
+    # Attribution below the tenant (billingproxy.access.attribution), validated at admission.
+    end_user: str | None = None
+    tags: tuple[str, ...] = ()
+    client_request_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe: money as a decimal string, times as ISO-8601 with microseconds."""
@@ -59,6 +63,7 @@ class UsageRecord:
         data["cost_usd"] = str(self.cost_usd)
         data["start_time"] = self.start_time.isoformat()
         data["end_time"] = self.end_time.isoformat() if self.end_time else None
+        data["tags"] = list(self.tags)
         return data
 
     @classmethod
@@ -87,6 +92,7 @@ class UsageRecord:
         values["cache_hit"] = bool(values["cache_hit"])
         values["start_time"] = parse_time(values["start_time"])
         values["end_time"] = parse_time(values["end_time"]) if values["end_time"] else None
+        values["tags"] = tuple(values["tags"] or ())  # lines written before attribution have none
         return cls(**values)
 
     @property

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from functools import cache
 from typing import Any
@@ -22,7 +22,20 @@ import psycopg
 from billingproxy.config import REPO_ROOT
 from billingproxy.errors import InvalidInput, NotFound
 
-__all__ = ["QUERIES_DIR", "UsageReport", "fixed", "names", "plain", "run", "sql", "tenant_breakdown", "usage_report"]
+__all__ = [
+    "DIMENSIONS",
+    "QUERIES_DIR",
+    "AttributionReport",
+    "UsageReport",
+    "attribution_report",
+    "fixed",
+    "names",
+    "plain",
+    "run",
+    "sql",
+    "tenant_breakdown",
+    "usage_report",
+]
 
 
 def fixed(amount: Decimal) -> str:
@@ -127,3 +140,43 @@ def usage_report(conn: psycopg.Connection, tenant_id: str, start: datetime, end:
     if end <= start:
         raise InvalidInput("the end of a report must be after its start")
     return UsageReport(tenant_id, start, end, tenant_breakdown(conn, tenant_id, start, end))
+
+
+# Reports below the tenant: the dimension → its db/queries/ file (read from the daily rollup).
+DIMENSIONS = {"end_user": "usage_by_end_user", "tag": "usage_by_tag", "key": "usage_by_key"}
+
+
+@dataclass(frozen=True)
+class AttributionReport:
+    """One tenant's usage per end user, tag or key over whole UTC days [start, end)."""
+
+    tenant_id: str
+    by: str
+    start: date
+    end: date
+    rows: list[dict[str, Any]]
+
+    @property
+    def total_cost_usd(self) -> Decimal:
+        """The sum over the rows; by tag a request with two tags counts twice."""
+        return sum((row["cost_usd"] for row in self.rows), start=Decimal(0))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tenant_id": self.tenant_id,
+            "by": self.by,
+            "from": self.start.isoformat(),
+            "to": self.end.isoformat(),
+            "rows": [{k: fixed(v) if isinstance(v, Decimal) else v for k, v in row.items()} for row in self.rows],
+            "total_cost_usd": fixed(self.total_cost_usd),
+        }
+
+
+def attribution_report(conn: psycopg.Connection, tenant_id: str, by: str, start: date, end: date) -> AttributionReport:
+    """``by`` is ``end_user``, ``tag`` or ``key``; days are UTC, ``end`` exclusive."""
+    if by not in DIMENSIONS:
+        raise InvalidInput(f"unknown report dimension {by!r}; known: {', '.join(DIMENSIONS)}, model")
+    if end <= start:
+        raise InvalidInput("the end of a report must be after its start")
+    rows = run(conn, DIMENSIONS[by], tenant_id=tenant_id, **{"from": start, "to": end})
+    return AttributionReport(tenant_id, by, start, end, rows)

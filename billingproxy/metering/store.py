@@ -4,8 +4,8 @@ One transaction per batch, which lands whole or not at all. The fast path COPYs 
 straight into ``litellm_usage``; if any row is already stored (a retried batch, a spill file or
 log replay) the primary key refuses the COPY and the batch goes through the idempotent path
 instead: COPY into a staging table, then ``INSERT … ON CONFLICT DO NOTHING``. Either way the
-``usage_daily`` rollup and the ``billing_accrual`` totals (the Stripe outbox's input) are updated
-in the same transaction from exactly the rows inserted.
+``usage_daily`` and ``usage_daily_attribution`` rollups and the ``billing_accrual`` totals (the
+Stripe outbox's input) are updated in the same transaction from exactly the rows inserted.
 """
 
 from __future__ import annotations
@@ -24,7 +24,16 @@ from billingproxy.config import billing_window_s
 from billingproxy.metering import accrual
 from billingproxy.metering.record import UsageRecord
 
-__all__ = ["COLUMNS", "COPY_TYPES", "DIRECT_COPY", "UsageStore", "rerate_rows", "rollup_rows", "row_values"]
+__all__ = [
+    "COLUMNS",
+    "COPY_TYPES",
+    "DIRECT_COPY",
+    "UsageStore",
+    "attribution_rollup_rows",
+    "rerate_rows",
+    "rollup_rows",
+    "row_values",
+]
 
 _FIELDS = [f.name for f in fields(UsageRecord)]
 COLUMNS = sql.SQL(", ").join(map(sql.Identifier, _FIELDS))
@@ -33,7 +42,7 @@ DIRECT_COPY = sql.SQL("COPY litellm_usage ({columns}) FROM STDIN (FORMAT BINARY)
 # Binary COPY skips text formatting and parsing on both sides; it needs each column's type.
 _NON_TEXT = {"cost_usd": "numeric", "http_status": "int2", "stream": "bool", "cache_hit": "bool"}
 _NON_TEXT |= {name: "int4" for name in _FIELDS if name.endswith("_tokens") or name == "latency_ms"}
-_NON_TEXT |= {"start_time": "timestamptz", "end_time": "timestamptz", "price_version_id": "int8"}
+_NON_TEXT |= {"start_time": "timestamptz", "end_time": "timestamptz", "price_version_id": "int8", "tags": "text[]"}
 COPY_TYPES = [_NON_TEXT.get(name, "text") for name in _FIELDS]
 
 _STAGE = sql.SQL("""CREATE TEMP TABLE IF NOT EXISTS usage_stage
@@ -59,7 +68,17 @@ ON CONFLICT (day, tenant_id, model) DO UPDATE SET
     total_tokens = d.total_tokens + excluded.total_tokens,
     cost_usd = d.cost_usd + excluded.cost_usd"""
 
-row_values = attrgetter(*_FIELDS)  # a record's column values, in COPY order, as one tuple
+_values = attrgetter(*_FIELDS)
+_TAGS = _FIELDS.index("tags")
+
+
+def row_values(record: UsageRecord) -> list:
+    """A record's column values, in COPY order (tags as a list: psycopg dumps lists as arrays)."""
+    values = list(_values(record))
+    values[_TAGS] = list(values[_TAGS])
+    return values
+
+
 _rollup_values = attrgetter(
     "start_time",
     "tenant_id",
@@ -89,6 +108,48 @@ def rollup_rows(records: Sequence[UsageRecord]) -> list[list]:
         row[5] += cached
         row[6] += total
         row[7] += cost
+    return accrual.columns_of(sums)
+
+
+_ATTRIBUTION_ROLLUP = """
+INSERT INTO usage_daily_attribution AS d (tenant_id, dimension, day, value, requests, failures, rejected,
+                                          prompt_tokens, completion_tokens, cached_tokens, total_tokens, cost_usd)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::date[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[],
+                     %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::numeric[])
+ON CONFLICT (tenant_id, dimension, day, value) DO UPDATE SET
+    requests = d.requests + excluded.requests,
+    failures = d.failures + excluded.failures,
+    rejected = d.rejected + excluded.rejected,
+    prompt_tokens = d.prompt_tokens + excluded.prompt_tokens,
+    completion_tokens = d.completion_tokens + excluded.completion_tokens,
+    cached_tokens = d.cached_tokens + excluded.cached_tokens,
+    total_tokens = d.total_tokens + excluded.total_tokens,
+    cost_usd = d.cost_usd + excluded.cost_usd"""
+
+
+def attribution_rollup_rows(records: Sequence[UsageRecord]) -> list[list]:
+    """The batch summed per (tenant, dimension, UTC day, value) for the end user, each tag and
+    the key, as columns for ``unnest``."""
+    sums: dict[tuple, list] = {}
+    for record in records:
+        day = record.start_time.astimezone(UTC).date()
+        keys = [(record.tenant_id, "tag", day, tag) for tag in record.tags]
+        if record.end_user is not None:
+            keys.append((record.tenant_id, "end_user", day, record.end_user))
+        if record.api_key_id is not None:
+            keys.append((record.tenant_id, "key", day, record.api_key_id))
+        for key in keys:
+            row = sums.get(key)
+            if row is None:
+                row = sums[key] = [0, 0, 0, 0, 0, 0, 0, Decimal(0)]
+            row[0] += 1
+            if record.status != "success":
+                row[1 if record.status == "failure" else 2] += 1
+            row[3] += record.prompt_tokens
+            row[4] += record.completion_tokens
+            row[5] += record.cached_tokens
+            row[6] += record.total_tokens
+            row[7] += record.cost_usd
     return accrual.columns_of(sums)
 
 
@@ -150,6 +211,9 @@ class UsageStore:
         columns = rollup_rows(records)
         if columns:
             conn.execute(_ROLLUP, columns)
+        columns = attribution_rollup_rows(records)
+        if columns:
+            conn.execute(_ATTRIBUTION_ROLLUP, columns)
         accrual.accrue(conn, records, self.window_s)
 
     def _ensure_partitions(self, conn: psycopg.Connection, records: Sequence[UsageRecord]) -> None:

@@ -12,9 +12,11 @@ from typing import Any
 from billingproxy import logs, shutdown
 from billingproxy.access import KeyRecord, Principal, auth_metadata, check_tenant_route, limiter_identity
 from billingproxy.access import limits_from_auth as _limits_from_auth
+from billingproxy.access.attribution import attach_attribution
 from billingproxy.config import AuthSettings, WriterSettings
 from billingproxy.proxy import log_redaction, runtime
 from billingproxy.proxy.admission import admit as _admit
+from billingproxy.proxy.contract import check_body_read, response_headers
 from billingproxy.proxy.pipeline import record_usage
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "max_body_bytes",
     "on_exit",
     "record_usage",
+    "response_headers",
     "start",
 ]
 
@@ -72,6 +75,8 @@ async def admit_request(
     """Admission for a request our auth let in (a no-op for the master key); raises ``Refusal``."""
     limits = _limits_from_auth(auth_meta, models)
     if limits is not None:
+        check_body_read(body, (body.get("proxy_server_request") or {}).get("headers"))
+        attach_attribution(body)  # first: a malformed end user or tag is a 400, never billed
         await _admit(
             limits,
             request_id,

@@ -16,6 +16,7 @@ from billingproxy.errors import Refusal
 from billingproxy.metering import OUTPUT_LIMITS, PriceTable, max_cost, output_token_limit
 from billingproxy.prices import ReservationPrices
 from billingproxy.proxy.catalog import ModelCatalog
+from billingproxy.proxy.contract import budget_refusal_headers
 
 __all__ = ["TenantLimits", "admit", "check_chat_body", "check_output_limits"]
 
@@ -133,7 +134,8 @@ async def admit(
     try:
         await budgets.reserve(request_id, limits.tenant_id, limits.budget_usd, limits.budget_period, amount)
     except BudgetExceeded as exc:
-        raise Refusal(429, "budget_exceeded", str(exc), "budget_exceeded") from None
+        headers = budget_refusal_headers(limits.budget_period)  # SDKs must not retry it
+        raise Refusal(429, "budget_exceeded", str(exc), "budget_exceeded", headers=headers) from None
     except BudgetStoreUnavailable:
         # Fail closed: without the store we cannot prove the request fits the budget.
         raise Refusal(

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from billingproxy.access import auth_metadata_of_payload
+from billingproxy.access.attribution import attribution_of_auth_metadata
 from billingproxy.metering import ZERO, PriceTable, UsageRecord, charged
 from billingproxy.prices import PriceBook, TokenUsage
 
@@ -109,6 +110,7 @@ def record_from_payload(
         cost = prices.cost(model, prompt, completion, cached)
     end = _timestamp(payload.get("endTime"))
     error = payload.get("error_information") or {}
+    attribution = attribution_of_auth_metadata(auth_meta)
     if status != "success":
         http_status = _int(http_status) or _int(error.get("error_code")) or None
         error_type = error_type or error.get("error_class") or "unknown"
@@ -139,4 +141,7 @@ def record_from_payload(
         price_version_id=version_id,
         cache_write_5m_tokens=write_5m,
         cache_write_1h_tokens=write_1h,
+        end_user=attribution.end_user,
+        tags=attribution.tags,
+        client_request_id=attribution.client_request_id,
     )

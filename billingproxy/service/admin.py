@@ -3,13 +3,14 @@ on the same ``TenantStore``."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
 from pydantic import BaseModel, ConfigDict
 
 from billingproxy.metering import usage_report
+from billingproxy.metering.reports import attribution_report
 from billingproxy.prices import PriceStore
 from billingproxy.service.deps import AdminOnly, Store
 from billingproxy.tenants import expiry_in_days, grace_hours
@@ -121,10 +122,16 @@ def rotate_key(key_id: str, store: Store, body: Annotated[KeyRotate | None, Body
 
 
 @router.get("/usage")
-def usage(store: Store, tenant: str, start: datetime | None = None, end: datetime | None = None) -> dict:
-    """Per-model breakdown for one tenant; defaults to the current UTC month."""
+def usage(
+    store: Store, tenant: str, start: datetime | None = None, end: datetime | None = None, by: str = "model"
+) -> dict:
+    """One tenant's breakdown by model (default), end_user, tag or key; defaults to the current
+    UTC month. Below the tenant the report is per whole UTC day (the rollup's grain)."""
     found = store.get_tenant(tenant)
     now = datetime.now(UTC)
     start = start or now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     end = end or now + timedelta(seconds=1)
-    return usage_report(store.conn, found.id, start, end).to_json()
+    if by == "model":
+        return usage_report(store.conn, found.id, start, end).to_json()
+    last = end.date() if end.timetz().replace(tzinfo=None) == time(0) else end.date() + timedelta(days=1)
+    return attribution_report(store.conn, found.id, by.replace("-", "_"), start.date(), last).to_json()

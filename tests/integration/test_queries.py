@@ -26,12 +26,23 @@ from testkit.support import REPO
 T0 = datetime(2026, 10, 30, 23, 0, tzinfo=UTC)  # spans a month boundary on purpose
 
 
-def record(n: int, tenant: str, model: str, cost: str, when: datetime, status: str = "success", customer=None):
+def record(
+    n: int,
+    tenant: str,
+    model: str,
+    cost: str,
+    when: datetime,
+    status: str = "success",
+    customer=None,
+    end_user=None,
+    tags=(),
+    key="key_x",
+):
     return UsageRecord.from_json(
         dict(
             request_id=f"req-{n}",
             tenant_id=tenant,
-            api_key_id="key_x",
+            api_key_id=key,
             model=model,
             model_group=model,
             provider="openai",
@@ -52,6 +63,8 @@ def record(n: int, tenant: str, model: str, cost: str, when: datetime, status: s
             trace_id=None,
             start_time=when,
             end_time=when,
+            end_user=end_user,
+            tags=list(tags),
         )
     )
 
@@ -68,10 +81,10 @@ def fixture_db(pg_server):
         b = store.create_tenant("beta")
     oct30, oct31, nov1 = T0, T0.replace(day=31), datetime(2026, 11, 1, 0, 30, tzinfo=UTC)
     rows = [
-        record(1, a.id, "gpt-4o", "0.0100000000", oct30, customer="cus_alpha"),
-        record(2, a.id, "gpt-4o", "0.0200000000", oct31, customer="cus_alpha"),
-        record(3, a.id, "gpt-4o-mini", "0.0005000000", oct31, customer="cus_alpha"),
-        record(4, a.id, "gpt-4o-mini", "0", oct31, status="failure", customer="cus_alpha"),
+        record(1, a.id, "gpt-4o", "0.0100000000", oct30, customer="cus_alpha", end_user="u1", tags=["web"]),
+        record(2, a.id, "gpt-4o", "0.0200000000", oct31, customer="cus_alpha", end_user="u2", tags=["web", "beta"]),
+        record(3, a.id, "gpt-4o-mini", "0.0005000000", oct31, customer="cus_alpha", end_user="u1", key="key_y"),
+        record(4, a.id, "gpt-4o-mini", "0", oct31, status="failure", customer="cus_alpha", tags=["beta"]),
         record(5, a.id, "gpt-4o", "0.0400000000", nov1, customer="cus_alpha"),
         record(6, b.id, "gpt-4o", "0.1000000000", oct31),
         record(7, b.id, "gpt-4o", "0", nov1, status="failure"),
@@ -99,6 +112,9 @@ def test_every_query_file_is_covered():
         "top_tenants_by_cost",
         "error_rate_by_model",
         "usage_by_customer",
+        "usage_by_end_user",
+        "usage_by_key",
+        "usage_by_tag",
     }
 
 
@@ -178,6 +194,28 @@ def test_daily_rollup_matches_the_rows(fixture_db):
     assert (rollup["c"], rollup["n"], rollup["t"]) == (rows["c"], rows["n"], rows["t"]) == (Decimal("0.1735"), 8, 396)
 
 
+# The same numbers straight from the rows: the rollup the reports read must equal them.
+ROW_SUMS = {
+    "usage_by_end_user": "SELECT end_user AS value, {sums} FROM litellm_usage "
+    "WHERE {where} AND end_user IS NOT NULL GROUP BY 1",
+    "usage_by_key": "SELECT api_key_id AS value, {sums} FROM litellm_usage WHERE {where} GROUP BY 1",
+    "usage_by_tag": "SELECT tag AS value, {sums} FROM litellm_usage, unnest(tags) AS tag WHERE {where} GROUP BY 1",
+}
+
+
+@pytest.mark.parametrize("name", sorted(ROW_SUMS))
+def test_reports_by_end_user_key_and_tag_equal_the_sums_of_the_rows(fixture_db, name):
+    url, a, _ = fixture_db
+    sums = "count(*) AS requests, sum(total_tokens) AS total_tokens, sum(cost_usd) AS cost_usd"
+    where = "tenant_id = %(tenant_id)s AND start_time >= %(from)s AND start_time < %(to)s"
+    with db.connect(url) as conn:
+        rows = conn.execute(ROW_SUMS[name].format(sums=sums, where=where), {"tenant_id": a, **ALL}).fetchall()
+    expected = {r["value"]: (r["requests"], r["total_tokens"], r["cost_usd"]) for r in rows}
+    report = run(url, name, tenant_id=a, **ALL)
+    assert {r["value"]: (r["requests"], r["total_tokens"], r["cost_usd"]) for r in report} == expected
+    assert len(expected) >= 2  # the fixture has two values of each dimension
+
+
 def test_usage_report_cli_prints_the_breakdown(fixture_db, monkeypatch):
     url, a, _ = fixture_db
     monkeypatch.setenv("DATABASE_URL", url)
@@ -231,6 +269,9 @@ PSQL_VARIABLES = {
     "tenant_monthly_totals": {"from": "2026-10-01", "to": "2026-12-01"},
     "top_tenants_by_cost": {"from": "2026-10-01", "to": "2026-12-01", "limit": "10"},
     "usage_by_customer": {"customer_id": "cus_alpha", "from": "2026-10-01", "to": "2026-12-01"},
+    "usage_by_end_user": {"tenant_id": "<alpha>", "from": "2026-10-01", "to": "2026-11-01"},
+    "usage_by_key": {"tenant_id": "<alpha>", "from": "2026-10-01", "to": "2026-11-01"},
+    "usage_by_tag": {"tenant_id": "<alpha>", "from": "2026-10-01", "to": "2026-11-01"},
 }
 
 

@@ -102,7 +102,8 @@ def test_nothing_a_run_wrote_holds_a_secret_or_prompt_text(
     try:
         client = openai.OpenAI(base_url=proxy.url + "/v1", api_key=token, max_retries=0)
         messages = [{"role": "user", "content": f"{prompt} please"}]
-        client.chat.completions.create(model="gpt-4o-mini", messages=messages, user=prompt)
+        # `user` is attribution (stored as end_user, issue 19), not prompt text: its own value.
+        client.chat.completions.create(model="gpt-4o-mini", messages=messages, user=f"end-user-{uuid.uuid4().hex}")
         list(client.chat.completions.create(model="gpt-4o", messages=messages, stream=True))
         client.embeddings.create(model="text-embedding-3-small", input=prompt)
         for fault in ("400", "500"):
