@@ -226,7 +226,9 @@ class UsageStore:
 
 
 _RERATE_ROW = """UPDATE litellm_usage SET cost_usd = %s, price_version_id = %s
-    WHERE request_id = %s AND start_time = %s AND cost_usd = %s"""
+    WHERE request_id = %s AND start_time = %s AND cost_usd = %s RETURNING end_user, tags, api_key_id"""
+_RERATE_ATTRIBUTION = """UPDATE usage_daily_attribution SET cost_usd = cost_usd + %s
+    WHERE tenant_id = %s AND dimension = %s AND day = %s AND value = %s"""
 _RERATE_DAILY = """UPDATE usage_daily SET cost_usd = cost_usd + %s WHERE day = %s AND tenant_id = %s AND model = %s"""
 
 
@@ -234,13 +236,27 @@ def rerate_rows(conn: psycopg.Connection, tenant_id: str, changes: Sequence[tupl
     """Re-rated rows, inside the caller's transaction: each ``(request_id, start_time, model,
     old_cost, new_cost, version_id)`` gets its new cost and version (only if still at the old
     cost, so a concurrent re-rate cannot apply twice), and the daily rollup and the billing
-    accrual move by the difference. Returns how many rows changed."""
+    accrual move by the difference (so do the per end user, tag and key rollups: their reports
+    must agree with the rows). Returns how many rows changed."""
     changed = []
-    with conn.cursor() as cur:
+    attributed: dict[tuple, Decimal] = {}
+    with conn.cursor(row_factory=tuple_row) as cur:
         for request_id, start, model, old, new, version_id in changes:
             cur.execute(_RERATE_ROW, (new, version_id, request_id, start, old))
-            if cur.rowcount:
-                changed.append((start, model, new - old))
+            row = cur.fetchone()
+            if row is None:
+                continue
+            changed.append((start, model, new - old))
+            end_user, tags, key_id = row
+            day = start.astimezone(UTC).date()
+            values = [("tag", tag) for tag in tags or ()]
+            values += [(dimension, value) for dimension, value in (("end_user", end_user), ("key", key_id)) if value]
+            for dimension, value in values:
+                attributed[(dimension, day, value)] = attributed.get((dimension, day, value), Decimal(0)) + new - old
+        cur.executemany(
+            _RERATE_ATTRIBUTION,
+            [(delta, tenant_id, dim, day, value) for (dim, day, value), delta in sorted(attributed.items())],
+        )
         daily: dict[tuple, Decimal] = {}
         for start, model, delta in changed:
             key = (start.astimezone(UTC).date(), model)

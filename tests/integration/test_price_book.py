@@ -368,6 +368,12 @@ def test_rerate_after_a_corrected_price_sends_exactly_the_difference_and_twice_i
     assert applied["applied"] is True and applied["audit_id"] is not None
     after = rows_of(book_db, tenant_id)
     assert [(r["cost_usd"], r["price_version_id"]) for r in after] == [(c, corrected["id"]) for c in new_costs]
+    with db.connect(book_db) as conn:  # the per-key report (a rollup) moves with the rows
+        by_key = conn.execute(
+            "SELECT sum(cost_usd) AS c FROM usage_daily_attribution WHERE tenant_id = %s AND dimension = 'key'",
+            (tenant_id,),
+        ).fetchone()["c"]
+    assert by_key == sum(r["cost_usd"] for r in after)
     events_before = fake_stripe.calls["meter_events"]
     drain(relay, book_db)
     with db.connect(book_db) as conn:
