@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from billingproxy import db
 from billingproxy.metering import request_log
 from billingproxy.metering.spill import SpillFile
 from testkit.billing import COST_METER, ensure_meters, relay_env, relay_settings, store_usage, usage_records
@@ -68,6 +69,7 @@ RUN_ELSEWHERE = {
 RUN_HERE = {
     "python -m billingproxy db migrate": "test_the_cli_block_runs_line_by_line",
     "from openai import OpenAI": "test_the_quickstart_client_snippet_runs",
+    "# A request on behalf of end user alice": "test_the_attribution_snippet_lands_on_the_row",
     "curl -s -X POST $BILLING_SERVICE_URL/admin/tenants": "test_the_admin_api_block_answers_as_documented",
     "SELECT * FROM get_usage_by_customer": "test_the_sql_blocks_run_under_psql",
     "SELECT DATE(start_time)": "test_the_sql_blocks_run_under_psql",
@@ -208,6 +210,23 @@ def test_the_quickstart_client_snippet_runs(proxy, database_url):
     result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ChatCompletion(") and "usage=CompletionUsage(" in result.stdout
+
+
+def test_the_attribution_snippet_lands_on_the_row(proxy, database_url):
+    tenant_id, token = tenant_with_token(database_url, "attr")
+    snippet = block_starting("# A request on behalf of end user alice").text
+    snippet = snippet.replace("http://127.0.0.1:4000/v1", proxy.url + "/v1").replace("<DEMO_TOKEN>", token)
+    result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+    def row():
+        with db.connect(database_url) as conn:
+            return conn.execute(
+                "SELECT end_user, tags FROM litellm_usage WHERE tenant_id = %s", (tenant_id,)
+            ).fetchone()
+
+    found = wait_until(row, timeout=30, what="the usage row")
+    assert (found["end_user"], found["tags"]) == ("alice@example.com", ["search", "beta"])
 
 
 def test_the_admin_api_block_answers_as_documented(tmp_path, billing_db):
