@@ -53,10 +53,11 @@ CREATE TABLE rate_cards (
 CREATE INDEX rate_cards_tenant_idx ON rate_cards (tenant_id, valid_from);
 
 -- The single per-tenant markup becomes an open-ended all-models rate card; the column stays
--- (older code reads it) but nothing applies it any more.
+-- (older code reads it) at 1, and nothing applies it any more.
 INSERT INTO rate_cards (tenant_id, model, multiplier, valid_from, created_by, reason)
-SELECT id, NULL, price_multiplier, '-infinity', 'migration 0014', 'from tenants.price_multiplier'
+SELECT id, NULL, price_multiplier, '1970-01-01 00:00:00+00', 'migration 0014', 'from tenants.price_multiplier'
 FROM tenants WHERE price_multiplier <> 1;
+UPDATE tenants SET price_multiplier = 1 WHERE price_multiplier <> 1;  -- now in the rate card, nowhere else
 
 -- Re-rating runs: one audit entry per applied run.
 CREATE TABLE rerate_runs (

@@ -390,3 +390,30 @@ def test_rerate_after_a_corrected_price_sends_exactly_the_difference_and_twice_i
     events = fake_stripe.calls["meter_events"]
     drain(relay, book_db)
     assert fake_stripe.calls["meter_events"] == events and fake_stripe.totals()[customer] == billed
+
+
+def test_migration_turns_a_price_multiplier_into_a_rate_card(pg_server):
+    from billingproxy.prices import PriceBook, TokenUsage
+    from billingproxy.tenants import TenantStore
+    from testkit.support import create_database
+
+    url = create_database(pg_server)
+    try:
+        db.migrate(url, target=13)
+        with db.connect(url) as conn:
+            store = TenantStore(conn)
+            tenant = store.update_tenant(store.create_tenant("reseller").id, price_multiplier="1.5")
+            assert tenant.price_multiplier == Decimal("1.5")
+        db.migrate(url)
+        with db.connect(url) as conn:
+            from billingproxy.prices import import_config_prices
+
+            import_config_prices(conn)
+            book = PriceBook()
+            book.load(conn)
+            column = conn.execute("SELECT price_multiplier FROM tenants WHERE id = %s", (tenant.id,)).fetchone()
+        assert column["price_multiplier"] == 1  # no longer applied on its own anywhere
+        cost, _ = book.cost("gpt-4o", TokenUsage(prompt=10, completion=10), at=datetime.now(UTC), tenant_id=tenant.id)
+        assert cost == (10 * Decimal("2.5") + 10 * Decimal(10)) * Decimal("1.5") / MTOK
+    finally:
+        drop_database(pg_server, url)
