@@ -66,6 +66,7 @@ def record_from_payload(
     http_status: int | None = None,
     error_type: str | None = None,
     bill_cache_hits: bool = False,
+    usage_estimated: bool = False,
 ) -> UsageRecord | None:
     """A record for a request that carried a tenant, or None (refused before auth, health checks)."""
     tenant_id, auth_meta = auth_metadata_of_payload(payload)
@@ -112,4 +113,5 @@ def record_from_payload(
         trace_id=_trace_id(payload),
         start_time=start,
         end_time=end,
+        usage_estimated=usage_estimated,
     )
