@@ -60,7 +60,7 @@ def emit(
 ) -> None:
     line = {
         "severity": "INFO",
-        "logger": "billingproxy.request",
+        "logger": "billingproxy.admitted",
         "message": MESSAGE,
         "request_id": request_id,
         "tenant_id": auth_meta.get("tenant_id"),
