@@ -43,7 +43,9 @@ def _get(obj: Any, name: str) -> Any:
 
 def usage_dict(usage: Any) -> dict[str, Any]:
     """LiteLLM's ``Usage`` object (or a dict) as the plain dict ``record_from_payload`` reads."""
-    if not usage:
+    if not usage or _get(usage, "prompt_tokens") is None:
+        # Not OpenAI's chat/completions/embeddings shape (the Responses API's and Anthropic's
+        # input_tokens/output_tokens): LiteLLM's logging callback normalises those, as before.
         return {}
     prompt_details = _get(usage, "prompt_tokens_details")
     completion_details = _get(usage, "completion_tokens_details")
