@@ -310,3 +310,12 @@ def is_set(name: str) -> bool:
 def public_url() -> str:
     """The billing service's address as tenants reach it (portal links): BILLINGPROXY_PUBLIC_URL."""
     return _raw("BILLINGPROXY_PUBLIC_URL") or "http://127.0.0.1:4001"
+
+
+def interrupted_policy() -> str:
+    """``BILLINGPROXY_INTERRUPTED_POLICY``: what ``usage replay``/``usage audit`` charge for an
+    admitted request that never completed: ``estimate`` (its prompt tokens) or ``zero``."""
+    policy = _raw("BILLINGPROXY_INTERRUPTED_POLICY") or "estimate"
+    if policy not in ("estimate", "zero"):
+        raise ConfigError(f"BILLINGPROXY_INTERRUPTED_POLICY must be estimate or zero, got {policy!r}")
+    return policy

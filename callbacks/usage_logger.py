@@ -1,13 +1,16 @@
 """LiteLLM callback adapter: ``litellm_settings.callbacks: callbacks.usage_logger.usage_logger``.
 
-Before the call it runs our admission (model allow-list, budget reservation); after it, it hands
-LiteLLM's standard logging payload to ``billingproxy.proxy.record_usage`` (which settles the
-reservation and only enqueues). All decisions live in the billingproxy package.
+Before the call it runs our admission (model allow-list, budget reservation). The usage record is
+made before the response leaves the proxy: LiteLLM awaits the post-call success hook before it
+returns an answer, and the streaming iterator hook wraps a stream. The logging callback (LiteLLM's
+background worker, after the response) only completes what those did not record (failures,
+refusals) and dedups by call id. All decisions live in the billingproxy package.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from litellm.integrations.custom_logger import CustomLogger
 
@@ -16,6 +19,7 @@ from billingproxy.errors import Refusal
 from callbacks.wire import GatewayRefusal
 
 proxy.start()
+log = logging.getLogger("billingproxy.callbacks")
 
 # Refusals of ours and of LiteLLM's rate limiter: recorded as `rejected`, never billed.
 REJECTIONS = {"Refusal", "GatewayRefusal", "ProxyRateLimitError"}
@@ -44,17 +48,28 @@ class UsageLogger(CustomLogger):
         """x-request-id (= the row's request_id) on every response, success or failure."""
         return proxy.response_headers(data)
 
+    async def async_post_call_success_hook(self, data, user_api_key_dict, response):
+        try:
+            proxy.record_answer(data, user_api_key_dict.metadata, response)
+        except Exception:  # metering must never turn an answer into an error; the logging callback still records
+            log.exception("recording the answer failed")
+        return None
+
+    def async_post_call_streaming_iterator_hook(self, user_api_key_dict, response, request_data):
+        # A plain function returning our generator: no extra trampoline per chunk.
+        return proxy.metered_stream(response, request_data, user_api_key_dict.metadata)
+
     async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):
         payload = kwargs.get("standard_logging_object")
         if payload:
-            proxy.record_usage(payload)
+            proxy.record_logged(payload)
 
     async def async_log_failure_event(self, kwargs, response_obj, start_time, end_time):
         payload = kwargs.get("standard_logging_object")
         if payload:
             exception = kwargs.get("exception")
             error_type = type(exception).__name__ if exception else None
-            proxy.record_usage(
+            proxy.record_logged(
                 payload,
                 status="rejected" if error_type in REJECTIONS else "failure",
                 http_status=getattr(exception, "status_code", None) or getattr(exception, "code", None),

@@ -35,6 +35,7 @@ __all__ = [
     "attach_attribution",
     "attribution_of_auth_metadata",
     "attribution_of_request",
+    "request_auth_metadata",
 ]
 
 END_USER_HEADER = "x-billingproxy-end-user"
@@ -166,6 +167,13 @@ def attach_attribution(data: dict[str, Any]) -> Attribution:
         # A new dict: LiteLLM's copy may be shared with the auth cache's template.
         litellm_metadata[_AUTH] = {**(litellm_metadata[_AUTH] or {}), _KEY: attribution.to_metadata()}
     return attribution
+
+
+def request_auth_metadata(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """Our auth metadata as this request carries it (with the attribution ``attach_attribution``
+    stored): what a record made before the logging payload exists must read."""
+    litellm_metadata = _litellm_metadata(data)
+    return litellm_metadata.get(_AUTH) if litellm_metadata is not None else None
 
 
 def attribution_of_auth_metadata(auth_meta: Mapping[str, Any] | None) -> Attribution:

@@ -142,3 +142,30 @@ def usage_replay(
     if bad or (export.read and not read):
         reasons = "; ".join(export.errors[:3]) or "no usage record in the input"
         raise InvalidInput(f"{bad} unreadable or invalid inputs ({reasons}); the readable records were stored")
+
+
+@command.command("audit")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--since", type=click.DateTime(), required=True, help="Admitted from (UTC), inclusive.")
+@click.option("--until", type=click.DateTime(), required=True, help="Admitted until (UTC), exclusive.")
+@json_option
+def usage_audit(files: tuple[str, ...], since: datetime, until: datetime, as_json: bool) -> None:
+    """Write an `interrupted` row for every request admitted in [since, until) (an "admitted" line
+    in the proxies' stdout exports) that has no request line and no row: the instance died between
+    the provider call and the record. Cost per BILLINGPROXY_INTERRUPTED_POLICY. Idempotent."""
+    from billingproxy.config import interrupted_policy
+    from billingproxy.metering import PriceTable
+    from billingproxy.metering.audit import audit_files
+
+    start, end = utc(since), utc(until)
+    if end <= start:
+        raise click.UsageError("--until must be after --since")
+    result = audit_files(database_url(), files, start, end, PriceTable.from_config(), interrupted_policy())
+    counts = {"admitted": result.admitted, "completed": result.completed, "interrupted": result.interrupted}
+    emit(
+        counts,
+        as_json,
+        lambda: click.echo(
+            f"admitted {result.admitted}, completed {result.completed}, written as interrupted {result.interrupted}"
+        ),
+    )

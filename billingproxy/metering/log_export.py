@@ -62,7 +62,7 @@ _INT_FIELDS = (
     "latency_ms",
     "http_status",
 )
-_BOOL_FIELDS = ("stream", "cache_hit")
+_BOOL_FIELDS = ("stream", "cache_hit", "usage_estimated")
 _COST_SCALE = Decimal("1e-10")  # litellm_usage.cost_usd is NUMERIC(20,10)
 _LOGENTRY_KEYS = {"jsonPayload", "textPayload", "protoPayload", "insertId", "logName"}
 _BQ_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2}(?:\.\d+)?)(?: ?UTC| ?Z|[+-]00:?00)?$")

@@ -13,15 +13,18 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["STATUSES", "UsageRecord", "charged", "parse_time"]
+__all__ = ["CHARGED_STATUSES", "STATUSES", "UsageRecord", "charged", "parse_time"]
 
-STATUSES = ("success", "failure", "rejected")
+STATUSES = ("success", "failure", "rejected", "cancelled", "interrupted")
+# Statuses whose tokens the provider bills us for: a stream cut short (``cancelled``) and a request
+# whose instance died mid-call (``interrupted``, estimated) are charged like an answer.
+CHARGED_STATUSES = ("success", "cancelled", "interrupted")
 
 
 def charged(status: str, cache_hit: bool, bill_cache_hits: bool) -> bool:
     """What is billable: a successful provider answer; a response-cache hit only under the "full"
     policy. Failed and rejected requests cost nothing (their tokens are kept for insight)."""
-    return status == "success" and (bill_cache_hits or not cache_hit)
+    return status in CHARGED_STATUSES and (bill_cache_hits or not cache_hit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,7 @@ class UsageRecord:
     end_user: str | None = None
     tags: tuple[str, ...] = ()
     client_request_id: str | None = None
+    usage_estimated: bool = False  # the token counts are ours (a tokenizer), not the provider's
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe: money as a decimal string, times as ISO-8601 with microseconds."""
@@ -90,6 +94,7 @@ class UsageRecord:
         values["cost_usd"] = Decimal(str(values["cost_usd"] or "0"))
         values["stream"] = bool(values["stream"])
         values["cache_hit"] = bool(values["cache_hit"])
+        values["usage_estimated"] = bool(values["usage_estimated"])
         values["start_time"] = parse_time(values["start_time"])
         values["end_time"] = parse_time(values["end_time"]) if values["end_time"] else None
         values["tags"] = tuple(values["tags"] or ())  # lines written before attribution have none
@@ -99,7 +104,7 @@ class UsageRecord:
     def billable(self) -> bool:
         """Whether the record accrues to the billing outbox (``charged`` when it was built: a cache
         hit was charged exactly when it carries a cost)."""
-        return self.status == "success" and not (self.cache_hit and not self.cost_usd)
+        return self.status in CHARGED_STATUSES and not (self.cache_hit and not self.cost_usd)
 
     def to_json_line(self) -> str:
         return json.dumps(self.to_json(), separators=(",", ":"))

@@ -22,7 +22,13 @@ from billingproxy.metering.record import UsageRecord
 __all__ = ["MESSAGE", "SEVERITY", "emit", "fields", "line"]
 
 MESSAGE = "litellm_request"
-SEVERITY = {"success": logging.INFO, "failure": logging.ERROR, "rejected": logging.WARNING}
+SEVERITY = {
+    "success": logging.INFO,
+    "failure": logging.ERROR,
+    "rejected": logging.WARNING,
+    "cancelled": logging.WARNING,
+    "interrupted": logging.WARNING,
+}
 log = logging.getLogger("billingproxy.request")
 
 

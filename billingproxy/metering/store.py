@@ -40,7 +40,13 @@ COLUMNS = sql.SQL(", ").join(map(sql.Identifier, _FIELDS))
 
 DIRECT_COPY = sql.SQL("COPY litellm_usage ({columns}) FROM STDIN (FORMAT BINARY)").format(columns=COLUMNS)
 # Binary COPY skips text formatting and parsing on both sides; it needs each column's type.
-_NON_TEXT = {"cost_usd": "numeric", "http_status": "int2", "stream": "bool", "cache_hit": "bool"}
+_NON_TEXT = {
+    "cost_usd": "numeric",
+    "http_status": "int2",
+    "stream": "bool",
+    "cache_hit": "bool",
+    "usage_estimated": "bool",
+}
 _NON_TEXT |= {name: "int4" for name in _FIELDS if name.endswith("_tokens") or name == "latency_ms"}
 _NON_TEXT |= {"start_time": "timestamptz", "end_time": "timestamptz", "price_version_id": "int8", "tags": "text[]"}
 COPY_TYPES = [_NON_TEXT.get(name, "text") for name in _FIELDS]
@@ -101,7 +107,7 @@ def rollup_rows(records: Sequence[UsageRecord]) -> list[list]:
         if row is None:
             row = sums[key] = [0, 0, 0, 0, 0, 0, 0, Decimal(0)]
         row[0] += 1
-        if status != "success":
+        if status in ("failure", "rejected"):
             row[1 if status == "failure" else 2] += 1
         row[3] += prompt
         row[4] += completion

@@ -6,6 +6,7 @@ import only this package and ``billingproxy.errors``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -14,10 +15,12 @@ from billingproxy.access import KeyRecord, Principal, auth_metadata, check_tenan
 from billingproxy.access import limits_from_auth as _limits_from_auth
 from billingproxy.access.attribution import attach_attribution
 from billingproxy.config import AuthSettings, WriterSettings
-from billingproxy.proxy import log_redaction, runtime
+from billingproxy.metering import admitted
+from billingproxy.proxy import answered, log_redaction, runtime
 from billingproxy.proxy.admission import admit as _admit
 from billingproxy.proxy.contract import check_body_read, response_headers
 from billingproxy.proxy.pipeline import record_usage
+from billingproxy.proxy.streaming import metered_stream
 
 __all__ = [
     "KeyRecord",
@@ -27,7 +30,10 @@ __all__ = [
     "authenticate",
     "limiter_identity",
     "max_body_bytes",
+    "metered_stream",
     "on_exit",
+    "record_answer",
+    "record_logged",
     "record_usage",
     "response_headers",
     "start",
@@ -50,6 +56,9 @@ def start() -> None:
     WriterSettings.from_env()
     logs.configure()  # our operational lines are JSON on stdout, like the request lines
     log_redaction.install()  # LiteLLM's error lines must not carry provider text quoting prompts
+    # At start, not when the writer first starts: a request in flight at the first SIGTERM of a
+    # fresh process must still have its row drained (the writer registers its drain later).
+    shutdown.install()
     _started = True
 
 
@@ -87,8 +96,33 @@ async def admit_request(
             runtime.settings(),
             runtime.catalog(),
         )
+        if runtime.settings().request_log:
+            # Before the upstream call: a crash from here on still leaves a trace to bill (usage audit).
+            admitted.emit(request_id, auth_meta or {}, str(body.get("model")), call_type, body, None)
 
 
 def on_exit(name: str, drain: Callable[[], Awaitable[None]], order: int) -> None:
     """Run ``drain`` at process exit (SIGTERM included), in ``order`` with our own drains."""
     shutdown.on_exit(name, drain, order=order)
+
+
+def record_answer(data: dict[str, Any], auth_meta: Mapping[str, Any] | None, response: Any) -> None:
+    """A non-streaming answer, recorded before LiteLLM returns it (post-call success hook)."""
+    usage = answered.usage_dict(getattr(response, "usage", None))
+    if not usage:
+        return  # nothing metered here (e.g. an image or audio response): the logging callback records it
+    hidden = getattr(response, "_hidden_params", None)
+    payload = answered.payload_of_response(
+        data,
+        auth_meta,
+        usage=usage,
+        hidden=hidden if isinstance(hidden, dict) else None,
+        stream=False,
+        end_time=time.time(),
+    )
+    answered.record_answered(payload)
+
+
+def record_logged(payload: dict[str, Any], **outcome: Any) -> None:
+    """LiteLLM's logging callback: records what was not recorded before the response, once."""
+    answered.record_logged(payload, **outcome)

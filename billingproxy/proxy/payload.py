@@ -84,6 +84,7 @@ def record_from_payload(
     error_type: str | None = None,
     bill_cache_hits: bool = False,
     price_book: PriceBook | None = None,
+    usage_estimated: bool = False,
 ) -> UsageRecord | None:
     """A record for a request that carried a tenant, or None (refused before auth, health checks)."""
     tenant_id, auth_meta = auth_metadata_of_payload(payload)
@@ -144,4 +145,5 @@ def record_from_payload(
         end_user=attribution.end_user,
         tags=attribution.tags,
         client_request_id=attribution.client_request_id,
+        usage_estimated=usage_estimated,
     )

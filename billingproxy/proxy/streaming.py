@@ -1,0 +1,110 @@
+"""A metered stream: the usage record is made when the provider's last chunk has been relayed,
+before the stream ends, instead of later on LiteLLM's logging worker.
+
+Per chunk it only looks at attributes (a few getattr): the provider's usage arrives on the last
+chunk (``usage`` when the client asked ``stream_options.include_usage``, else LiteLLM puts it in
+the chunk's hidden params). The relayed text pieces are kept (references, no copies) so a stream
+cut short can be counted (``billingproxy.proxy.cancelled``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from billingproxy.metering.tokenizer import count_prompt, count_text
+from billingproxy.proxy import answered
+
+__all__ = ["metered_stream"]
+
+log = logging.getLogger("billingproxy.streaming")
+
+
+class StreamState:
+    """What has been relayed so far."""
+
+    __slots__ = ("hidden", "pieces", "usage")
+
+    def __init__(self) -> None:
+        self.usage: Any = None
+        self.hidden: Mapping[str, Any] | None = None
+        self.pieces: list[str] = []
+
+    def see(self, chunk: Any) -> None:
+        hidden = getattr(chunk, "_hidden_params", None)
+        usage = getattr(chunk, "usage", None) or (hidden.get("usage") if isinstance(hidden, dict) else None)
+        if usage:
+            self.usage = usage
+        if hidden and self.hidden is None:
+            self.hidden = hidden
+        choices = getattr(chunk, "choices", None)
+        if choices:
+            delta = getattr(choices[0], "delta", None)
+            content = getattr(delta, "content", None)
+            if content:
+                self.pieces.append(content)
+
+
+async def metered_stream(
+    chunks: AsyncIterator[Any], data: Mapping[str, Any], auth_meta: Mapping[str, Any] | None
+) -> AsyncIterator[Any]:
+    """Relay ``chunks`` unchanged; record the request when the provider's stream has ended, or as
+    ``cancelled`` at once when the client closed it early (its reservation settled with it)."""
+    state = StreamState()
+    finished = cut = False
+    try:
+        async for chunk in chunks:
+            state.see(chunk)
+            yield chunk
+        finished = True
+    except (GeneratorExit, asyncio.CancelledError):
+        cut = True  # the client went away (or shutdown cut the stream)
+        raise
+    finally:
+        if finished:
+            _record_finished(data, auth_meta, state)
+        elif cut:
+            _record_cut(data, auth_meta, state)
+        # An upstream error: LiteLLM's failure callback records it, as before.
+
+
+def _record_finished(data: Mapping[str, Any], auth_meta: Mapping[str, Any] | None, state: StreamState) -> None:
+    if not state.usage:
+        return  # no provider usage seen: LiteLLM's logging callback records it, as before
+    try:
+        payload = answered.payload_of_response(
+            data,
+            auth_meta,
+            usage=answered.usage_dict(state.usage),
+            hidden=state.hidden,
+            stream=True,
+            end_time=time.time(),
+        )
+        answered.record_answered(payload)
+    except Exception:
+        log.exception("recording a finished stream failed")
+
+
+def _record_cut(data: Mapping[str, Any], auth_meta: Mapping[str, Any] | None, state: StreamState) -> None:
+    """A stream closed before its end: ``cancelled``, prompt tokens counted, completion tokens
+    counted from what was relayed, ``usage_estimated`` unless the provider's usage had arrived.
+    LiteLLM's later log of it (a local estimate stored as success) is skipped by call id."""
+    try:
+        estimated = not state.usage
+        if estimated:
+            prompt = count_prompt(dict(data))
+            completion = count_text("".join(state.pieces))
+            usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+        else:
+            usage = answered.usage_dict(state.usage)
+        payload = answered.payload_of_response(
+            data, auth_meta, usage=usage, hidden=state.hidden, stream=True, end_time=time.time()
+        )
+        answered.record_answered(
+            payload, status="cancelled", http_status=499, error_type="client_disconnected", usage_estimated=estimated
+        )
+    except Exception:  # metering must never break the relay
+        log.exception("recording a cancelled stream failed")
