@@ -21,12 +21,15 @@ from billingproxy.errors import ConfigError
 
 __all__ = [
     "COST_QUANTUM",
+    "IMAGE_TOKEN_BOUND",
+    "MAX_CHOICES",
     "OUTPUT_LIMITS",
     "ZERO",
     "ModelPrice",
     "PriceError",
     "PriceTable",
     "max_cost",
+    "output_choices",
     "output_token_limit",
     "prompt_token_bound",
     "to_decimal",
@@ -122,11 +125,42 @@ _TEXT_FIELDS = ("messages", "prompt", "input", "system", "tools", "functions", "
 OUTPUT_LIMITS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 
+# A per-item bound for an image a request only references (a URL or a file id: its bytes are not
+# in the body, so the body's size does not bound it). The dearest providers' documented maximum
+# per image: OpenAI's patch-based models up to 1,536 patches x 1.62 (~2,490 tokens), high detail
+# 85 + 170 per tile (765 at 1024x1024); Anthropic ~1,600 (1.15 megapixels / 750); Gemini 258.
+IMAGE_TOKEN_BOUND = 2_500
+_IMAGE_PART_TYPES = frozenset({"image_url", "image", "input_image"})
+MAX_CHOICES = 128  # OpenAI's own limit on `n`; a larger value is reserved (and refused) at 128
+
+
 def prompt_token_bound(body: dict[str, Any]) -> int:
     """An upper bound on prompt tokens without a tokenizer: every BPE token covers ≥ 1 byte,
-    so the UTF-8 size of the prompt-bearing fields (JSON syntax included) bounds it."""
+    so the UTF-8 size of the prompt-bearing fields (JSON syntax included) bounds the text; each
+    image part adds ``IMAGE_TOKEN_BOUND`` (a referenced image's tokens are not in the body)."""
     relevant = {key: body[key] for key in _TEXT_FIELDS if key in body}
-    return len(json.dumps(relevant, ensure_ascii=False, default=str).encode()) + 8
+    text_bound = len(json.dumps(relevant, ensure_ascii=False, default=str).encode()) + 8
+    return text_bound + IMAGE_TOKEN_BOUND * _image_parts(relevant)
+
+
+def _image_parts(value: Any) -> int:
+    if isinstance(value, dict):
+        own = 1 if value.get("type") in _IMAGE_PART_TYPES else 0
+        return own + sum(_image_parts(item) for item in value.values() if isinstance(item, dict | list))
+    if isinstance(value, list):
+        return sum(_image_parts(item) for item in value)
+    return 0
+
+
+def output_choices(body: dict[str, Any]) -> int:
+    """How many completions the provider generates and bills: OpenAI's ``n``, and ``best_of``
+    (the legacy completions API generates ``best_of`` and returns ``n``)."""
+    choices = 1
+    for key in ("n", "best_of"):
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 1:
+            choices = max(choices, min(value, MAX_CHOICES))
+    return choices
 
 
 def output_token_limit(body: dict[str, Any]) -> int | None:
@@ -141,5 +175,5 @@ def max_cost(prices: PriceTable, model: str, body: dict[str, Any], default_max_t
     price = prices.get(model)
     if price is None:
         return ZERO
-    output = output_token_limit(body) or default_max_tokens
+    output = (output_token_limit(body) or default_max_tokens) * output_choices(body)
     return prompt_token_bound(body) * price.input + output * price.output

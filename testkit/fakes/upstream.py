@@ -16,6 +16,9 @@ Directives in the request text steer one request (safe under concurrency):
 * ``[[cache_write_1h:N]]``    (Anthropic) of which N more for the 1-hour cache (``cache_creation`` split)
 * ``[[latency:MS]]``          wait MS before answering
 
+Like the real API, ``n`` > 1 returns n choices and bills every one (``usage.completion_tokens``
+is their sum), and each ``image_url`` part costs image tokens (765, not its URL's length).
+
 ``POST /_control`` sets defaults for every request (``latency_ms``, ``fault``);
 ``GET /_stats`` returns how many model calls arrived, per path.
 
@@ -52,6 +55,21 @@ def _texts(value: Any) -> list[str]:
     return []
 
 
+IMAGE_TOKENS = 765
+
+
+def _image_parts(messages: Any) -> int:
+    """Image content parts (OpenAI's ``image_url``) in a chat request's messages."""
+    if not isinstance(messages, list):
+        return 0
+    count = 0
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            count += sum(1 for part in content if isinstance(part, dict) and part.get("type") == "image_url")
+    return count
+
+
 class Scenario:
     """What one request asked for, derived from its body."""
 
@@ -67,7 +85,12 @@ class Scenario:
         self.reasoning_tokens = int(directives.get("reasoning", 0))
         self.cache_write_5m = int(directives.get("cache_write", 0))
         self.cache_write_1h = int(directives.get("cache_write_1h", 0))
-        self.prompt_tokens = max(1, len(text.split()))
+        # An image costs tokens by its size, not its URL: OpenAI's high detail, 1024x1024, is
+        # 85 + 170 x 4 tiles = 765 (platform.openai.com/docs/guides/images-vision, "Calculating costs").
+        self.prompt_tokens = max(1, len(text.split())) + IMAGE_TOKENS * _image_parts(body.get("messages"))
+        # `n` completions are generated and billed: usage.completion_tokens counts every choice.
+        n = body.get("n")
+        self.choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
         max_tokens = body.get("max_tokens") or body.get("max_output_tokens") or body.get("max_completion_tokens")
         self.completion_tokens = int(max_tokens) if max_tokens else DEFAULT_COMPLETION_TOKENS
         self.model = str(body.get("model", "fake-model"))
@@ -77,10 +100,11 @@ class Scenario:
         return [f"w{i}" for i in range(self.completion_tokens)]
 
     def openai_usage(self) -> dict[str, Any]:
+        completion = self.completion_tokens * self.choices
         return {
             "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "completion_tokens": completion,
+            "total_tokens": self.prompt_tokens + completion,
             "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
             "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
         }
@@ -166,10 +190,11 @@ class FakeUpstream(ThreadedAioServer):
                     "model": scenario.model,
                     "choices": [
                         {
-                            "index": 0,
+                            "index": index,
                             "message": {"role": "assistant", "content": " ".join(scenario.words())},
                             "finish_reason": "stop",
                         }
+                        for index in range(scenario.choices)
                     ],
                     "usage": scenario.openai_usage(),
                 }

@@ -81,6 +81,36 @@ def check_budget_held(responses, upstream_before, upstream, conn, tenant) -> Non
     assert rejected["n"] == len(refused) and rejected["c"] == 0  # recorded, at zero cost
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"n": 8},  # eight completions, each billed
+        {"images": 4},  # four referenced images: their tokens are not in the body's bytes
+    ],
+    ids=["n=8", "four images"],
+)
+def test_one_request_cannot_spend_more_than_the_budget(proxy, store, conn, extra):
+    body = {"model": "gpt-4o-mini", "max_tokens": 50, "n": extra.get("n", 1)}
+    parts = [{"type": "text", "text": "describe these"}]
+    parts += [{"type": "image_url", "image_url": {"url": f"https://img.example/{i}.png"}} for i in range(4)]
+    body["messages"] = [{"role": "user", "content": parts if "images" in extra else "eight answers please"}]
+    # Room for about two of these requests at their true maximum: the gateway must refuse the
+    # third (or the first, had it reserved too little, would already spend several budgets).
+    tenant = store.create_tenant(f"bound-{uuid.uuid4().hex[:8]}", budget_usd=budget_of(max_cost(body) * Decimal("2.5")))
+    headers = {"Authorization": f"Bearer {store.create_key(tenant.id)[1]}"}
+    statuses = []
+    for _ in range(10):
+        statuses.append(
+            httpx.post(proxy.url + "/v1/chat/completions", json=body, headers=headers, timeout=60).status_code
+        )
+        if statuses[-1] != 200:
+            break
+    assert statuses[0] == 200 and statuses[-1] == 429, statuses
+    served = statuses.count(200)
+    _, cost = wait_until(lambda: (found := spend(conn, tenant.id))[0] == served and found, timeout=30, what="rows")
+    assert cost <= tenant.budget_usd, (cost, tenant.budget_usd)
+
+
 def test_200_concurrent_requests_cannot_overspend_one_proxy(proxy, upstream, store, conn):
     tenant, token = budget_tenant(store, 10)
     before = upstream.calls["/v1/chat/completions"]

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from billingproxy.metering import PriceError, PriceTable, UsageRecord
+from billingproxy.metering import ZERO, ModelPrice, PriceError, PriceTable, UsageRecord
 from billingproxy.proxy.payload import record_from_payload
 from testkit.support import REPO
 
@@ -98,3 +98,20 @@ def test_from_json_rejects_incomplete_records():
         UsageRecord.from_json(
             {"request_id": "x", "tenant_id": "t", "model": "m", "status": "odd", "start_time": "2026-01-01T00:00:00Z"}
         )
+
+
+def test_the_maximum_cost_counts_every_choice_and_every_image():
+    from billingproxy.metering.pricing import IMAGE_TOKEN_BOUND, MAX_CHOICES, max_cost, prompt_token_bound
+
+    prices = PriceTable({"m": ModelPrice(input=Decimal("0.000001"), output=Decimal("0.00001"), cached_input=ZERO)})
+    one = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100}
+    base = max_cost(prices, "m", one, 4096)
+    assert max_cost(prices, "m", {**one, "n": 8}, 4096) - base == 7 * 100 * Decimal("0.00001")
+    assert max_cost(prices, "m", {**one, "best_of": 3, "n": 2}, 4096) - base == 2 * 100 * Decimal("0.00001")
+    assert max_cost(prices, "m", {**one, "n": 10**9}, 4096) - base == (MAX_CHOICES - 1) * 100 * Decimal("0.00001")
+    assert max_cost(prices, "m", {**one, "n": True}, 4096) == base  # not a count
+    image = {"type": "image_url", "image_url": {"url": "https://x/1.png"}}
+    with_images = {**one, "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}, image, image]}]}
+    assert prompt_token_bound(with_images) >= 2 * IMAGE_TOKEN_BOUND
+    anthropic = {"type": "image", "source": {"type": "url", "url": "https://x/1.png"}}
+    assert prompt_token_bound({"messages": [{"role": "user", "content": [anthropic]}]}) > IMAGE_TOKEN_BOUND
