@@ -29,6 +29,7 @@ UNIT = COST_QUANTUM  # 1e-10 USD
 # KEYS[1] spend hash {spent, announced}; KEYS[2] lease hash holder->units; KEYS[3] zset holder->expiry
 # ARGV: holder, consumed, holding_or_reserved, want, need, budget, now, ttl, mode ("acquire"|"report")
 _SCRIPT = """
+if redis.call('HEXISTS', KEYS[1], 'spent') == 0 then return {-1, 0, 0} end
 local spent = redis.call('HINCRBY', KEYS[1], 'spent', ARGV[2])
 local now, ttl = tonumber(ARGV[7]), tonumber(ARGV[8])
 for _, h in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do
@@ -79,8 +80,8 @@ class RedisBudgetStore:
         base = f"billingproxy:budget:{report.tenant_id}:{int(report.period_start.timestamp())}"
         return [base, base + ":leases", base + ":expiry"]
 
-    async def _seed(self, report: Report, keys: list[str]) -> None:
-        if keys[0] in self._seeded:
+    async def _seed(self, report: Report, keys: list[str], *, again: bool = False) -> None:
+        if keys[0] in self._seeded and not again:
             return
         if not await self.client.hexists(keys[0], "spent"):
             derived = await _derived_spend(self.pool, report.tenant_id, report.period_start)
@@ -96,6 +97,9 @@ class RedisBudgetStore:
             args = [holder, _units(report.consumed), _units(mine), _units(want), _units(need)]
             args += [_units(report.budget), int(time.time()), int(self.lease_ttl.total_seconds()), mode]
             spent, granted, announced = await self._script(keys=keys, args=args)
+            if int(spent) < 0:  # Redis lost the spend since we seeded it: seed again, from PostgreSQL
+                await self._seed(report, keys, again=True)
+                spent, granted, announced = await self._script(keys=keys, args=args)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, psycopg.OperationalError) as exc:
             raise BudgetStoreUnavailable(str(exc)) from exc
         return _usd(int(spent)), _usd(int(granted)), int(announced), keys

@@ -169,6 +169,45 @@ def test_200_concurrent_requests_cannot_overspend_two_proxies_sharing_redis(
         second.stop()
 
 
+def test_a_redis_that_lost_its_data_does_not_reset_the_budget(tmp_path, upstream, database_url, store, conn):
+    """The tenant's keys vanish mid-period (Redis restarted without persistence, evicted, failed
+    over to an empty replica): the store re-seeds from PostgreSQL instead of counting from 0."""
+    if not redis_available():
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    env = {
+        "BILLINGPROXY_DATABASE_URL": database_url,
+        "BILLINGPROXY_BUDGET_STORE": "redis",
+        "BILLINGPROXY_REDIS_URL": "redis://127.0.0.1:6379/0",
+        "BILLINGPROXY_WRITER_INTERVAL_MS": "100",
+    }
+    proxy = ProxyProcess(tmp_path / "r", test_config(upstream.base_url), env).start()
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    quick = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "lost"}], "max_tokens": 20}
+    tenant = store.create_tenant(f"lost-{uuid.uuid4().hex[:8]}", budget_usd=budget_of(max_cost(quick) * 12))
+    headers = {"Authorization": f"Bearer {store.create_key(tenant.id)[1]}"}
+
+    def send() -> int:
+        return httpx.post(proxy.url + "/v1/chat/completions", json=quick, headers=headers, timeout=60).status_code
+
+    try:
+        served = 0
+        while served < 6 and send() == 200:  # about half the budget
+            served += 1
+        assert served == 6
+        wait_until(lambda: spend(conn, tenant.id)[0] == served, timeout=30, what="the first rows")
+        lost = client.keys(f"billingproxy:budget:{tenant.id}:*")
+        assert lost and client.delete(*lost)  # the data is gone
+        for _ in range(40):  # a store that restarted from 0 would admit another whole budget
+            if send() != 200:
+                break
+            served += 1
+        assert served < 40
+        _, cost = wait_until(lambda: (found := spend(conn, tenant.id))[0] == served and found, timeout=30, what="rows")
+        assert cost <= tenant.budget_usd, (served, cost, tenant.budget_usd)
+    finally:
+        proxy.stop()
+
+
 def test_tenant_without_budget_and_admin_are_not_limited(proxy, store):
     tenant = store.create_tenant(f"free-{uuid.uuid4().hex[:8]}")
     token = store.create_key(tenant.id)[1]
