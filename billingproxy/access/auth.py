@@ -4,6 +4,10 @@ A warm request costs one SHA-256 and one dict lookup: no database query. Positiv
 answers are cached for a short TTL (so revocations and suspensions take effect within it). If
 the database is unreachable, keys already in the cache keep working (stale-if-error, bounded
 by ``stale_max_s``) and unknown keys are refused with 503: the gateway fails closed.
+
+Known keys live in an LRU of ``cache_size``; unknown tokens in a separate, smaller one, so a
+flood of random tokens can never evict a working key (and then turn a database blip into 503s
+for every tenant).
 """
 
 from __future__ import annotations
@@ -81,7 +85,9 @@ class Authenticator:
         self._master_key = master_key
         self._stale_max_s = stale_max_s
         self._clock = clock
-        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        self._cache: OrderedDict[str, _Entry] = OrderedDict()  # known keys, least recently used first
+        self._negative: OrderedDict[str, _Entry] = OrderedDict()  # unknown tokens, oldest first
+        self._negative_size = max(64, settings.cache_size // 10)
         self._inflight: dict[str, asyncio.Future[KeyRecord | None]] = {}
         self.db_lookups = 0  # observable in tests and benchmarks
 
@@ -106,9 +112,13 @@ class Authenticator:
         now = self._clock()
         entry = self._cache.get(cache_key)
         if entry is not None:
-            ttl = self.settings.cache_ttl_s if entry.record else self.settings.negative_ttl_s
-            if now - entry.fetched_at < ttl:
-                return _known(entry.record)
+            if now - entry.fetched_at < self.settings.cache_ttl_s:
+                self._cache.move_to_end(cache_key)  # LRU: a key in use stays
+                return entry.record  # type: ignore[return-value]  (only known keys are here)
+        elif (negative := self._negative.get(cache_key)) is not None and (
+            now - negative.fetched_at < self.settings.negative_ttl_s
+        ):
+            return _known(None)
         try:
             record = await self._single_flight(cache_key, fetch)
         except Unavailable:
@@ -138,10 +148,12 @@ class Authenticator:
             del self._inflight[cache_key]
 
     def _store(self, cache_key: str, entry: _Entry) -> None:
-        self._cache[cache_key] = entry
-        self._cache.move_to_end(cache_key)
-        while len(self._cache) > self.settings.cache_size:
-            self._cache.popitem(last=False)
+        cache, size = (self._cache, self.settings.cache_size) if entry.record else (self._negative, self._negative_size)
+        (self._negative if entry.record else self._cache).pop(cache_key, None)  # a key created or deleted
+        cache[cache_key] = entry
+        cache.move_to_end(cache_key)
+        while len(cache) > size:
+            cache.popitem(last=False)
 
 
 def strip_bearer(token: str | None) -> str | None:

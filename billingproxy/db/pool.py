@@ -17,5 +17,9 @@ def async_pool(url: str, *, application_name: str, max_size: int = 4) -> AsyncCo
         open=False,
         timeout=2.0,
         reconnect_timeout=0,  # keep retrying forever in the background during an outage
+        # A connection the database dropped (a restart, a failover) is replaced when it is taken,
+        # not handed out to fail: one round trip on each take, and takes happen only on cache
+        # misses and budget grants, never per request.
+        check=AsyncConnectionPool.check_connection,
         kwargs={"connect_timeout": 2, "application_name": application_name, "row_factory": dict_row},
     )

@@ -124,10 +124,44 @@ async def test_master_key_and_missing_token():
 async def test_cache_is_bounded():
     store, clock = Store(None), Clock()
     auth = make(store, clock, cache_size=3)
-    for i in range(10):
+    for i in range(100):
         with pytest.raises(Refusal):
             await auth.authenticate(f"sk-bp-{i}")
-    assert len(auth._cache) == 3
+    assert len(auth._cache) == 0 and len(auth._negative) == 64  # unknown tokens: their own, smaller bound
+
+
+async def test_a_flood_of_random_tokens_then_an_outage_still_serves_warm_keys():
+    store, clock = Store(record()), Clock()
+    auth = make(store, clock, cache_size=100)
+    await auth.authenticate(TOKEN)
+    for i in range(5_000):  # 50x the cache size in unknown tokens
+        with pytest.raises(Refusal):
+            await auth.authenticate(f"sk-bp-random-{i}")
+    store.down = True
+    clock.now += 11  # past the TTL: the cached key is stale, the database is gone
+    assert (await auth.authenticate(TOKEN)).record.tenant_id == "tn_1"  # stale-if-error, not 503
+
+
+async def test_the_cache_keeps_the_keys_in_use():
+    """LRU, not FIFO: a key used all the time is not evicted by a stream of other keys."""
+    keys = {
+        f"sk-bp-{i:02d}" + "k" * 40: record(key_id=f"key_{i}", key_hash=hash_token(f"sk-bp-{i:02d}" + "k" * 40))
+        for i in range(20)
+    }
+
+    class Many(Store):
+        async def lookup(self, key_hash: str) -> KeyRecord | None:
+            self.calls += 1
+            return next((r for r in keys.values() if r.key_hash == key_hash), None)
+
+    store, clock = Many(None), Clock()
+    auth = make(store, clock, cache_size=5)
+    hot, *others = keys
+    for other in others:
+        await auth.authenticate(hot)
+        await auth.authenticate(other)
+    hot_lookups = store.calls - len(others)
+    assert hot_lookups == 1
 
 
 async def test_allow_list():
