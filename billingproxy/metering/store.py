@@ -59,20 +59,20 @@ _COPY = sql.SQL("COPY usage_stage ({columns}) FROM STDIN").format(columns=COLUMN
 _INSERT_NEW = sql.SQL("""INSERT INTO litellm_usage ({columns}) SELECT {columns} FROM usage_stage
     ON CONFLICT (request_id, start_time) DO NOTHING RETURNING request_id, start_time""").format(columns=COLUMNS)
 
-_ROLLUP = """
+# The rollups' counters, added to on conflict (usage_daily and usage_daily_attribution alike).
+_COUNTERS = ("requests", "failures", "rejected", "prompt_tokens", "completion_tokens", "cached_tokens")
+_COUNTERS += ("total_tokens", "cost_usd")
+_ADD_COUNTERS = ", ".join(f"{name} = d.{name} + excluded.{name}" for name in _COUNTERS)
+
+_ROLLUP = (
+    """
 INSERT INTO usage_daily AS d (day, tenant_id, model, requests, failures, rejected, prompt_tokens,
                               completion_tokens, cached_tokens, total_tokens, cost_usd)
 SELECT * FROM unnest(%s::date[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[],
                      %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::numeric[])
-ON CONFLICT (day, tenant_id, model) DO UPDATE SET
-    requests = d.requests + excluded.requests,
-    failures = d.failures + excluded.failures,
-    rejected = d.rejected + excluded.rejected,
-    prompt_tokens = d.prompt_tokens + excluded.prompt_tokens,
-    completion_tokens = d.completion_tokens + excluded.completion_tokens,
-    cached_tokens = d.cached_tokens + excluded.cached_tokens,
-    total_tokens = d.total_tokens + excluded.total_tokens,
-    cost_usd = d.cost_usd + excluded.cost_usd"""
+ON CONFLICT (day, tenant_id, model) DO UPDATE SET """
+    + _ADD_COUNTERS
+)
 
 _values = attrgetter(*_FIELDS)
 _TAGS = _FIELDS.index("tags")
@@ -117,20 +117,15 @@ def rollup_rows(records: Sequence[UsageRecord]) -> list[list]:
     return accrual.columns_of(sums)
 
 
-_ATTRIBUTION_ROLLUP = """
+_ATTRIBUTION_ROLLUP = (
+    """
 INSERT INTO usage_daily_attribution AS d (tenant_id, dimension, day, value, requests, failures, rejected,
                                           prompt_tokens, completion_tokens, cached_tokens, total_tokens, cost_usd)
 SELECT * FROM unnest(%s::text[], %s::text[], %s::date[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[],
                      %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::numeric[])
-ON CONFLICT (tenant_id, dimension, day, value) DO UPDATE SET
-    requests = d.requests + excluded.requests,
-    failures = d.failures + excluded.failures,
-    rejected = d.rejected + excluded.rejected,
-    prompt_tokens = d.prompt_tokens + excluded.prompt_tokens,
-    completion_tokens = d.completion_tokens + excluded.completion_tokens,
-    cached_tokens = d.cached_tokens + excluded.cached_tokens,
-    total_tokens = d.total_tokens + excluded.total_tokens,
-    cost_usd = d.cost_usd + excluded.cost_usd"""
+ON CONFLICT (tenant_id, dimension, day, value) DO UPDATE SET """
+    + _ADD_COUNTERS
+)
 
 
 def attribution_rollup_rows(records: Sequence[UsageRecord]) -> list[list]:
