@@ -50,12 +50,23 @@ def usage_dict(usage: Any) -> dict[str, Any]:
         return {}
     prompt_details = _get(usage, "prompt_tokens_details")
     completion_details = _get(usage, "completion_tokens_details")
+    # Cache writes (Anthropic's, through the OpenAI route) are priced apart: keep their total and
+    # their 5-minute / 1-hour split, as the logging payload would carry them.
+    writes = _get(prompt_details, "cache_creation_token_details") or _get(usage, "cache_creation")
     return {
         "prompt_tokens": _get(usage, "prompt_tokens") or 0,
         "completion_tokens": _get(usage, "completion_tokens") or 0,
         "total_tokens": _get(usage, "total_tokens") or 0,
         "cache_read_input_tokens": _get(usage, "cache_read_input_tokens") or 0,
-        "prompt_tokens_details": {"cached_tokens": _get(prompt_details, "cached_tokens") or 0},
+        "cache_creation_input_tokens": _get(usage, "cache_creation_input_tokens") or 0,
+        "prompt_tokens_details": {
+            "cached_tokens": _get(prompt_details, "cached_tokens") or 0,
+            "cache_creation_tokens": _get(prompt_details, "cache_creation_tokens") or 0,
+            "cache_creation_token_details": {
+                lifetime: _get(writes, lifetime) or 0
+                for lifetime in ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
+            },
+        },
         "completion_tokens_details": {"reasoning_tokens": _get(completion_details, "reasoning_tokens") or 0},
     }
 
