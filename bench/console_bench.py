@@ -3,7 +3,8 @@
 Fills a throwaway database (a private embedded PostgreSQL unless ``--server-url`` names a server
 to create it on) with ``--rows`` usage rows (1,000,000) over ``--tenants`` tenants (200) and
 ``--days`` days (60), generated in SQL with ``generate_series`` into the real tables, with the
-rollups the writer and the relay would have made from them: ``usage_daily``, ``billing_accrual``
+rollups the writer and the relay would have made from them: ``usage_daily``, ``usage_hourly``,
+``usage_daily_attribution``, ``billing_accrual``
 per 60 s window, one ``billing_outbox`` entry per sealed window (most sent, some pending, failed,
 in doubt), ``billing_carry``, ``budget_spend`` and live ``budget_leases`` from two instances.
 Then it serves every console and portal page in-process (the billing service's ASGI app through
@@ -50,12 +51,15 @@ FROM generate_series(0, %(tenants)s - 1) AS i;
 
 INSERT INTO litellm_usage (request_id, tenant_id, api_key_id, model, model_group, provider, call_type,
                            prompt_tokens, completion_tokens, cached_tokens, total_tokens, cost_usd, latency_ms,
-                           status, http_status, stream, customer_id, start_time, end_time)
+                           status, http_status, stream, customer_id, start_time, end_time, end_user, tags)
 SELECT format('bench-%%s', g), t.id, format('key_bench%%s', g %% %(tenants)s), m.model, m.model, 'openai',
        'acompletion', p, c, 0, p + c,
        CASE WHEN s = 'success' THEN (p * 0.0000025 + c * 0.00001)::numeric(20, 10) ELSE 0 END,
        200 + g %% 900, s, CASE s WHEN 'success' THEN 200 WHEN 'failure' THEN 500 ELSE 429 END, g %% 5 = 0,
-       t.stripe_customer_id, ts, ts + interval '300 ms'
+       t.stripe_customer_id, ts, ts + interval '300 ms',
+       CASE WHEN g %% 3 <> 0 THEN format('user-%%s', g %% 400) END,
+       CASE g %% 4 WHEN 0 THEN '{}'::text[] WHEN 1 THEN ARRAY['chat']
+                   ELSE ARRAY['batch', format('team-%%s', g %% 7)] END
 FROM generate_series(1::bigint, %(rows)s) AS g
 CROSS JOIN LATERAL (SELECT now() - (g * %(span_s)s / %(rows)s) * interval '1 second' AS ts,
                            50 + (g * 7) %% 2000 AS p, 10 + (g * 13) %% 700 AS c,
@@ -71,6 +75,23 @@ SELECT (start_time AT TIME ZONE 'UTC')::date, tenant_id, model, count(*),
        count(*) FILTER (WHERE status = 'failure'), count(*) FILTER (WHERE status = 'rejected'),
        sum(prompt_tokens), sum(completion_tokens), sum(cached_tokens), sum(total_tokens), sum(cost_usd)
 FROM litellm_usage GROUP BY 1, 2, 3;
+
+INSERT INTO usage_hourly (hour, tenant_id, requests, failures, rejected, total_tokens, cost_usd)
+SELECT date_trunc('hour', start_time AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', tenant_id, count(*),
+       count(*) FILTER (WHERE status = 'failure'), count(*) FILTER (WHERE status = 'rejected'),
+       sum(total_tokens), sum(cost_usd)
+FROM litellm_usage GROUP BY 1, 2;
+
+INSERT INTO usage_daily_attribution (tenant_id, dimension, day, value, requests, failures, rejected, prompt_tokens,
+                                     completion_tokens, cached_tokens, total_tokens, cost_usd)
+SELECT tenant_id, d.dimension, (start_time AT TIME ZONE 'UTC')::date, d.value, count(*),
+       count(*) FILTER (WHERE status = 'failure'), count(*) FILTER (WHERE status = 'rejected'),
+       sum(prompt_tokens), sum(completion_tokens), sum(cached_tokens), sum(total_tokens), sum(cost_usd)
+FROM litellm_usage u
+CROSS JOIN LATERAL (SELECT 'key' AS dimension, u.api_key_id AS value
+                    UNION ALL SELECT 'end_user', u.end_user WHERE u.end_user IS NOT NULL
+                    UNION ALL SELECT 'tag', tag FROM unnest(u.tags) AS tag) AS d
+GROUP BY 1, 2, 3, 4;
 
 INSERT INTO billing_accrual (tenant_id, window_start, cost_usd, input_tokens, output_tokens,
                              sealed_cost_usd, sealed_input_tokens, sealed_output_tokens, seals)
@@ -144,7 +165,8 @@ def fill(url: str, rows: int, tenants: int, days: int) -> dict[str, float]:
         conn.execute("VACUUM ANALYZE")
         timings["vacuum_analyze_s"] = time.perf_counter() - started
         counts = {}
-        for table in ("litellm_usage", "usage_daily", "billing_accrual", "billing_outbox", "tenants"):
+        tables = ("litellm_usage", "usage_daily", "usage_hourly", "usage_daily_attribution", "billing_accrual")
+        for table in (*tables, "billing_outbox", "tenants"):
             counts[table] = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
     return {**timings, **counts}
 

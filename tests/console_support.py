@@ -38,9 +38,21 @@ def page_csrf(client, path: str = "/console") -> str:
     return csrf_of(response.text)
 
 
-def record(tenant_id: str, cost: str, when: datetime, *, model: str = "gpt-4o", status: str = "success", key=None):
+def record(
+    tenant_id: str,
+    cost: str,
+    when: datetime,
+    *,
+    model: str = "gpt-4o",
+    status: str = "success",
+    key=None,
+    end_user: str | None = None,
+    tags: tuple[str, ...] = (),
+):
     return UsageRecord.from_json(
         dict(
+            end_user=end_user,
+            tags=list(tags),
             request_id=f"req-{uuid.uuid4().hex}",
             tenant_id=tenant_id,
             api_key_id=key,

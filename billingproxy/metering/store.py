@@ -4,7 +4,7 @@ One transaction per batch, which lands whole or not at all. The fast path COPYs 
 straight into ``litellm_usage``; if any row is already stored (a retried batch, a spill file or
 log replay) the primary key refuses the COPY and the batch goes through the idempotent path
 instead: COPY into a staging table, then ``INSERT … ON CONFLICT DO NOTHING``. Either way the
-``usage_daily`` and ``usage_daily_attribution`` rollups and the ``billing_accrual`` totals (the
+``usage_daily``, ``usage_hourly`` and ``usage_daily_attribution`` rollups and the ``billing_accrual`` totals (the
 Stripe outbox's input) are updated in the same transaction from exactly the rows inserted.
 """
 
@@ -117,6 +117,35 @@ def rollup_rows(records: Sequence[UsageRecord]) -> list[list]:
     return accrual.columns_of(sums)
 
 
+_HOURLY_ROLLUP = """
+INSERT INTO usage_hourly AS d (hour, tenant_id, requests, failures, rejected, total_tokens, cost_usd)
+SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
+                     %s::numeric[])
+ON CONFLICT (hour, tenant_id) DO UPDATE SET requests = d.requests + excluded.requests,
+    failures = d.failures + excluded.failures, rejected = d.rejected + excluded.rejected,
+    total_tokens = d.total_tokens + excluded.total_tokens, cost_usd = d.cost_usd + excluded.cost_usd"""
+
+
+def _hour(ts: datetime) -> datetime:
+    return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def hourly_rollup_rows(records: Sequence[UsageRecord]) -> list[list]:
+    """The batch summed per (UTC hour, tenant), as columns for ``unnest`` (the console's hourly view)."""
+    sums: dict[tuple, list] = {}
+    for record in records:
+        key = (_hour(record.start_time), record.tenant_id)
+        row = sums.get(key)
+        if row is None:
+            row = sums[key] = [0, 0, 0, 0, Decimal(0)]
+        row[0] += 1
+        if record.status in ("failure", "rejected"):
+            row[1 if record.status == "failure" else 2] += 1
+        row[3] += record.total_tokens
+        row[4] += record.cost_usd
+    return accrual.columns_of(sums)
+
+
 _ATTRIBUTION_ROLLUP = (
     """
 INSERT INTO usage_daily_attribution AS d (tenant_id, dimension, day, value, requests, failures, rejected,
@@ -144,7 +173,7 @@ def attribution_rollup_rows(records: Sequence[UsageRecord]) -> list[list]:
             if row is None:
                 row = sums[key] = [0, 0, 0, 0, 0, 0, 0, Decimal(0)]
             row[0] += 1
-            if record.status != "success":
+            if record.status in ("failure", "rejected"):  # as in usage_daily (cancelled is neither)
                 row[1 if record.status == "failure" else 2] += 1
             row[3] += record.prompt_tokens
             row[4] += record.completion_tokens
@@ -215,6 +244,9 @@ class UsageStore:
         columns = attribution_rollup_rows(records)
         if columns:
             conn.execute(_ATTRIBUTION_ROLLUP, columns)
+        columns = hourly_rollup_rows(records)
+        if columns:
+            conn.execute(_HOURLY_ROLLUP, columns)
         accrual.accrue(conn, records, self.window_s)
 
     def _ensure_partitions(self, conn: psycopg.Connection, records: Sequence[UsageRecord]) -> None:
@@ -231,14 +263,15 @@ _RERATE_ROW = """UPDATE litellm_usage SET cost_usd = %s, price_version_id = %s
 _RERATE_ATTRIBUTION = """UPDATE usage_daily_attribution SET cost_usd = cost_usd + %s
     WHERE tenant_id = %s AND dimension = %s AND day = %s AND value = %s"""
 _RERATE_DAILY = """UPDATE usage_daily SET cost_usd = cost_usd + %s WHERE day = %s AND tenant_id = %s AND model = %s"""
+_RERATE_HOURLY = """UPDATE usage_hourly SET cost_usd = cost_usd + %s WHERE hour = %s AND tenant_id = %s"""
 
 
 def rerate_rows(conn: psycopg.Connection, tenant_id: str, changes: Sequence[tuple], window_s: int) -> int:
     """Re-rated rows, inside the caller's transaction: each ``(request_id, start_time, model,
     old_cost, new_cost, version_id)`` gets its new cost and version (only if still at the old
     cost, so a concurrent re-rate cannot apply twice), and the daily rollup and the billing
-    accrual move by the difference (so do the per end user, tag and key rollups: their reports
-    must agree with the rows). Returns how many rows changed."""
+    accrual move by the difference (so do the hourly rollup and the per end user, tag and key
+    rollups: their reports must agree with the rows). Returns how many rows changed."""
     changed = []
     attributed: dict[tuple, Decimal] = {}
     with conn.cursor(row_factory=tuple_row) as cur:
@@ -265,5 +298,9 @@ def rerate_rows(conn: psycopg.Connection, tenant_id: str, changes: Sequence[tupl
         cur.executemany(
             _RERATE_DAILY, [(delta, day, tenant_id, model) for (day, model), delta in sorted(daily.items())]
         )
+        hourly: dict[datetime, Decimal] = {}
+        for start, _, delta in changed:
+            hourly[_hour(start)] = hourly.get(_hour(start), Decimal(0)) + delta
+        cur.executemany(_RERATE_HOURLY, [(delta, hour, tenant_id) for hour, delta in sorted(hourly.items())])
     accrual.adjust_costs(conn, tenant_id, [(start, delta) for start, _, delta in changed], window_s)
     return len(changed)

@@ -40,7 +40,15 @@ def world(billing_db, fake_stripe):
         beta = store.create_tenant("beta", budget_usd="50", budget_period="daily", stripe_customer_id="cus_beta")
     recent = max(now - timedelta(seconds=30), now.replace(day=1, hour=0, minute=0, second=0, microsecond=0))
     records = [
-        record(alpha.id, "0.015432125", recent - timedelta(microseconds=i)) for i in range(7)
+        record(
+            alpha.id,
+            "0.015432125",
+            recent - timedelta(microseconds=i),
+            key="key_alpha1",
+            end_user="alice" if i < 4 else "bob",
+            tags=("chat",) if i % 2 else (),
+        )
+        for i in range(7)
     ]  # 0.0123457 x 1.25
     records += [record(alpha.id, "0.5", recent, model="gpt-4o-mini", status="failure")]
     records += [record(alpha.id, "0.4166666250", now - timedelta(days=40))]  # an earlier month: 0.3333333 x 1.25
@@ -185,8 +193,14 @@ def test_pages_show_the_rollups(operator, world):
     assert "<svg" in overview and "Requests per day" in overview
     hourly = operator.get("/console?by=hour").text
     assert "Spend per hour" in hourly and "<svg" in hourly
+    assert "Requests per hour" in hourly and "Error rate per hour" in hourly  # the hourly rollup
     tenant = operator.get(f"/console/tenants/{alpha.id}").text
     assert f'id="month-cost" data-usd="{month_alpha}"' in tenant
+    # By end user, key and tag from the attribution rollup: 4 × alice, 3 × bob, 3 tagged 'chat'.
+    for dim, value, count in [("end_user", "alice", 4), ("end_user", "bob", 3), ("key", "key_alpha1", 7)]:
+        assert f'id="by-{dim}"' in tenant
+        assert f"<code>{value}</code></td><td class=\"n\">{count}</td>" in tenant, (dim, value)
+    assert 'id="by-tag"' in tenant and "<code>chat</code></td><td class=\"n\">3</td>" in tenant
     assert usd6(month_alpha) in tenant and "gpt-4o-mini" in tenant
     tenants = operator.get("/console/tenants").text
     assert alpha.id in tenants and beta.id in tenants

@@ -373,7 +373,9 @@ def test_rerate_after_a_corrected_price_sends_exactly_the_difference_and_twice_i
             "SELECT sum(cost_usd) AS c FROM usage_daily_attribution WHERE tenant_id = %s AND dimension = 'key'",
             (tenant_id,),
         ).fetchone()["c"]
-    assert by_key == sum(r["cost_usd"] for r in after)
+        by_hour = conn.execute("SELECT sum(cost_usd) AS c FROM usage_hourly WHERE tenant_id = %s", (tenant_id,))
+        hourly_total = by_hour.fetchone()["c"]
+    assert by_key == hourly_total == sum(r["cost_usd"] for r in after)
     events_before = fake_stripe.calls["meter_events"]
     drain(relay, book_db)
     with db.connect(book_db) as conn:

@@ -194,6 +194,23 @@ def test_daily_rollup_matches_the_rows(fixture_db):
     assert (rollup["c"], rollup["n"], rollup["t"]) == (rows["c"], rows["n"], rows["t"]) == (Decimal("0.1735"), 8, 396)
 
 
+def test_hourly_rollup_matches_the_rows_per_hour(fixture_db):
+    url, _, _ = fixture_db
+    with db.connect(url) as conn:
+        hourly = conn.execute(
+            """SELECT hour, tenant_id, requests, failures, rejected, total_tokens, cost_usd FROM usage_hourly
+               ORDER BY 1, 2"""
+        ).fetchall()
+        rows = conn.execute(
+            """SELECT date_trunc('hour', start_time AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour, tenant_id,
+                      count(*) AS requests, count(*) FILTER (WHERE status = 'failure') AS failures,
+                      count(*) FILTER (WHERE status = 'rejected') AS rejected, sum(total_tokens) AS total_tokens,
+                      sum(cost_usd) AS cost_usd
+               FROM litellm_usage GROUP BY 1, 2 ORDER BY 1, 2"""
+        ).fetchall()
+    assert hourly == rows and len(rows) > 1
+
+
 # The same numbers straight from the rows: the rollup the reports read must equal them.
 ROW_SUMS = {
     "usage_by_end_user": "SELECT end_user AS value, {sums} FROM litellm_usage "
@@ -243,8 +260,10 @@ def test_replaying_a_partly_stored_batch_inserts_and_rolls_up_only_the_new_rows(
     with db.connect(fresh_database) as conn:
         rows = conn.execute("SELECT count(*) AS n, sum(cost_usd) AS c FROM litellm_usage").fetchone()
         rollup = conn.execute("SELECT requests, cost_usd FROM usage_daily WHERE tenant_id = 'tn_r'").fetchone()
+        hourly = conn.execute("SELECT requests, cost_usd FROM usage_hourly WHERE tenant_id = 'tn_r'").fetchone()
     assert (rows["n"], rows["c"]) == (6, Decimal("0.006"))
     assert (rollup["requests"], rollup["cost_usd"]) == (6, Decimal("0.006"))
+    assert (hourly["requests"], hourly["cost_usd"]) == (6, Decimal("0.006"))
 
 
 # ---- the same files through psql, as the README documents them ------------------------------

@@ -24,6 +24,7 @@ WRITERS = {
     "litellm_usage": "billingproxy/metering/store.py",
     "usage_daily": "billingproxy/metering/store.py",
     "usage_daily_attribution": "billingproxy/metering/store.py",
+    "usage_hourly": "billingproxy/metering/store.py",
     "billing_accrual": "billingproxy/metering/accrual.py",
     "billing_outbox": "billingproxy/billing/outbox.py",
     "billing_carry": "billingproxy/billing/outbox.py",

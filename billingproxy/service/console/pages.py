@@ -5,13 +5,12 @@
 - ``billing_outbox`` / ``billing_carry`` (what was sealed and reported),
 - ``budget_spend`` / ``budget_leases`` (the budget store).
 
-Dimensions that are not in the rollup yet (end user, API key; an hourly rollup with request
-counts) are discovered from the catalogue: a section appears only when its column or table exists.
+- ``usage_hourly`` (per hour and tenant: requests, errors, tokens, cost; the hourly view),
+- ``usage_daily_attribution`` (per day, tenant and end user, tag or key).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
@@ -25,8 +24,8 @@ from billingproxy.tenants import period_start
 
 ZERO = Decimal(0)
 LATE_AFTER = timedelta(minutes=10)  # a pending entry older than this missed several relay passes
-# Candidate rollup columns for the optional dimensions (whichever exists is used).
-DIMENSIONS = {"key": ("api_key_id", "key_id"), "end_user": ("end_user", "end_user_id", "user_id")}
+# The attribution rollup's dimensions, in the order the pages show them.
+ATTRIBUTION_DIMENSIONS = ("end_user", "key", "tag")
 
 
 def month_start(now: datetime) -> datetime:
@@ -45,30 +44,6 @@ def micro_floor(cost_usd: Decimal, multiplier: Decimal) -> int:
 def error_rate(requests: int, failures: int, rejected: int) -> float | None:
     reached = requests - rejected
     return None if reached <= 0 else failures / reached
-
-
-@dataclass(frozen=True)
-class Schema:
-    """Which optional rollups exist (looked up once per request; a catalogue query is cheap)."""
-
-    dimensions: dict[str, str]
-    hourly_table: str | None
-
-    @classmethod
-    def inspect(cls, conn: psycopg.Connection) -> Schema:
-        rows = conn.execute(
-            """SELECT table_name, column_name FROM information_schema.columns
-               WHERE table_schema = current_schema() AND table_name IN ('usage_daily', 'usage_hourly')"""
-        ).fetchall()
-        daily = {r["column_name"] for r in rows if r["table_name"] == "usage_daily"}
-        hourly = {r["column_name"] for r in rows if r["table_name"] == "usage_hourly"}
-        dims = {}
-        for dim, candidates in DIMENSIONS.items():
-            found = next((c for c in candidates if c in daily), None)
-            if found:
-                dims[dim] = found
-        has_hourly = {"hour", "tenant_id", "requests", "failures", "rejected", "cost_usd"} <= hourly
-        return cls(dims, "usage_hourly" if has_hourly else None)
 
 
 # ---- overview ----------------------------------------------------------------------------
@@ -102,40 +77,26 @@ def daily_series(conn: psycopg.Connection, start: date, end: date, tenant_id: st
     return rows
 
 
-def hourly_series(
-    conn: psycopg.Connection, schema: Schema, start: datetime, end: datetime, tenant_id: str | None = None
-) -> list[dict]:
-    """Per hour in [start, end). With an hourly usage rollup: requests, errors and cost. Without one:
-    billable cost and tokens from ``billing_accrual`` (requests and errors are then per day only)."""
-    params = {"start": start, "end": end, "tenant": tenant_id}
-    if schema.hourly_table:
-        query = """SELECT h.hour, coalesce(sum(u.requests), 0)::bigint AS requests,
-                      coalesce(sum(u.failures), 0)::bigint AS failures,
-                      coalesce(sum(u.rejected), 0)::bigint AS rejected,
-                      coalesce(sum(u.cost_usd), 0) AS cost_usd, NULL::bigint AS tokens
-               FROM generate_series(%(start)s::timestamptz, %(end)s::timestamptz - interval '1 hour',
-                                    interval '1 hour') AS h(hour)
-               LEFT JOIN usage_hourly u ON u.hour = h.hour {tenant}
-               GROUP BY h.hour ORDER BY h.hour"""
-    else:
-        query = """WITH a AS (
-                   SELECT date_trunc('hour', window_start) AS hour, sum(cost_usd) AS cost_usd,
-                          sum(input_tokens + output_tokens)::bigint AS tokens
-                   FROM billing_accrual
-                   WHERE window_start >= %(start)s AND window_start < %(end)s {tenant}
-                   GROUP BY 1)
-               SELECT h.hour, NULL::bigint AS requests, NULL::bigint AS failures, NULL::bigint AS rejected,
-                      coalesce(a.cost_usd, 0) AS cost_usd, coalesce(a.tokens, 0)::bigint AS tokens
-               FROM generate_series(%(start)s::timestamptz, %(end)s::timestamptz - interval '1 hour',
-                                    interval '1 hour') AS h(hour)
-               LEFT JOIN a ON a.hour = h.hour ORDER BY h.hour"""
+def hourly_series(conn: psycopg.Connection, start: datetime, end: datetime, tenant_id: str | None = None) -> list[dict]:
+    """Per hour in [start, end): requests, failures, rejected, tokens, cost; hours without usage as zeros."""
     rows = conn.execute(
-        sql.SQL(query).format(tenant=_tenant_filter(tenant_id, "u." if schema.hourly_table else "")), params
+        sql.SQL(
+            """WITH u AS (
+                   SELECT hour, sum(requests) AS requests, sum(failures) AS failures, sum(rejected) AS rejected,
+                          sum(total_tokens) AS tokens, sum(cost_usd) AS cost_usd
+                   FROM usage_hourly WHERE hour >= %(start)s AND hour < %(end)s {tenant} GROUP BY hour)
+               SELECT h.hour, coalesce(u.requests, 0)::bigint AS requests,
+                      coalesce(u.failures, 0)::bigint AS failures, coalesce(u.rejected, 0)::bigint AS rejected,
+                      coalesce(u.tokens, 0)::bigint AS tokens, coalesce(u.cost_usd, 0) AS cost_usd
+               FROM generate_series(%(start)s::timestamptz, %(end)s::timestamptz - interval '1 hour',
+                                    interval '1 hour') AS h(hour)
+               LEFT JOIN u ON u.hour = h.hour
+               ORDER BY h.hour"""
+        ).format(tenant=_tenant_filter(tenant_id)),
+        {"start": start, "end": end, "tenant": tenant_id},
     ).fetchall()
     for row in rows:
-        row["error_rate"] = (
-            None if row["requests"] is None else error_rate(row["requests"], row["failures"], row["rejected"])
-        )
+        row["error_rate"] = error_rate(row["requests"], row["failures"], row["rejected"])
     return rows
 
 
@@ -168,17 +129,22 @@ def by_model(conn: psycopg.Connection, start: date, tenant_id: str | None = None
     return rows
 
 
-def by_dimension(conn: psycopg.Connection, column: str, tenant_id: str, start: date, limit: int = 50) -> list[dict]:
-    """Usage per value of an optional rollup column (end user, key), when the rollup has it."""
+def by_dimension(conn: psycopg.Connection, dimension: str, tenant_id: str, start: date, limit: int = 50) -> list[dict]:
+    """A tenant's usage per end user, tag or key since ``start`` (the attribution rollup: one range
+    scan of its primary key); the ``limit`` most expensive values."""
     return conn.execute(
-        sql.SQL(
-            """SELECT {col} AS value, sum(requests)::bigint AS requests, sum(total_tokens)::bigint AS tokens,
-                      sum(cost_usd) AS cost_usd
-               FROM usage_daily WHERE tenant_id = %s AND day >= %s
-               GROUP BY {col} ORDER BY sum(cost_usd) DESC LIMIT %s"""
-        ).format(col=sql.Identifier(column)),
-        (tenant_id, start, limit),
+        """SELECT value, sum(requests)::bigint AS requests, sum(total_tokens)::bigint AS tokens,
+                  sum(cost_usd) AS cost_usd
+           FROM usage_daily_attribution WHERE tenant_id = %s AND dimension = %s AND day >= %s
+           GROUP BY value ORDER BY sum(cost_usd) DESC, value LIMIT %s""",
+        (tenant_id, dimension, start, limit),
     ).fetchall()
+
+
+def attribution(conn: psycopg.Connection, tenant_id: str, start: date) -> dict[str, list[dict]]:
+    """The tenant's usage by each attribution dimension that has any rows this period."""
+    found = {dim: by_dimension(conn, dim, tenant_id, start) for dim in ATTRIBUTION_DIMENSIONS}
+    return {dim: rows for dim, rows in found.items() if rows}
 
 
 def budget_health(conn: psycopg.Connection) -> list[dict]:

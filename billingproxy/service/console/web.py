@@ -198,10 +198,9 @@ def console_router(
         tenant = store.get_tenant(ref)
         at = now()
         month = pages.month_start(at)
-        schema = pages.Schema.inspect(conn)
         days = pages.daily_series(conn, (at - timedelta(days=30)).date(), at.date(), tenant.id)
         models = pages.by_model(conn, month.date(), tenant.id)
-        dims = {dim: pages.by_dimension(conn, col, tenant.id, month.date()) for dim, col in schema.dimensions.items()}
+        dims = pages.attribution(conn, tenant.id, month.date())
         keys = store.list_keys(tenant.id)
         links = PortalLinks(conn).list(tenant.id)
         context = {
@@ -296,30 +295,27 @@ def console_router(
         def work(conn: Any) -> dict[str, Any]:
             at = now()
             month = pages.month_start(at)
-            schema = pages.Schema.inspect(conn)
             if by == "hour":
                 end = at.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-                series = pages.hourly_series(conn, schema, end - timedelta(hours=48), end)
+                series = pages.hourly_series(conn, end - timedelta(hours=48), end)
                 labels = [r["hour"].astimezone(UTC).strftime("%H:00") for r in series]
             else:
                 series = pages.daily_series(conn, (at - timedelta(days=29)).date(), at.date())
                 labels = [r["day"].strftime("%m-%d") for r in series]
-            has_requests = bool(series) and series[0]["requests"] is not None
             month_models = pages.by_model(conn, month.date(), limit=1000)  # every model: the month's totals
             tenants = pages.tenants_with_spend(conn, at)
             context = {
                 "by": by,
                 "series": series,
-                "has_requests": has_requests,
                 "spend_chart": charts.bar_chart([r["cost_usd"] for r in series], labels, title=f"Spend per {by}"),
                 "requests_chart": charts.bar_chart(
                     [r["requests"] for r in series], labels, title=f"Requests per {by}", fmt=lambda v: f"{v:,.0f}",
                     color="#2f8f5b",
-                ) if has_requests else None,
+                ),
                 "errors_chart": charts.bar_chart(
                     [r["error_rate"] for r in series], labels, title=f"Error rate per {by}",
                     fmt=lambda v: f"{v * 100:.0f}%", color="#c94a35",
-                ) if has_requests else None,
+                ),
                 "month": month,
                 "month_totals": pages.totals(month_models),
                 "top_tenants": pages.top_tenants(conn, month.date()),
@@ -574,7 +570,6 @@ def console_router(
             tenant = portal_tenant(conn, token)
             at = now()
             month = pages.month_start(at)
-            schema = pages.Schema.inspect(conn)
             days = pages.daily_series(conn, (at - timedelta(days=30)).date(), at.date(), tenant.id)
             models = pages.by_model(conn, month.date(), tenant.id)
             context = {
@@ -588,7 +583,7 @@ def console_router(
                 ),
                 "models": models,
                 "month_total": pages.totals(models),
-                "dims": {d: pages.by_dimension(conn, c, tenant.id, month.date()) for d, c in schema.dimensions.items()},
+                "dims": pages.attribution(conn, tenant.id, month.date()),
                 "month": month,
                 "now": at,
             }
