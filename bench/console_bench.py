@@ -105,7 +105,7 @@ FROM (SELECT *, date_bin('60 seconds', start_time, timestamptz 'epoch') AS w FRO
 GROUP BY tenant_id, w;
 
 INSERT INTO billing_outbox (identifier, tenant_id, customer_id, meter, window_start, value, status, attempts,
-                            created_at, sent_at, last_error)
+                            created_at, sent_at, last_error, event_timestamp)
 SELECT format('bp-bench-%%s-%%s', a.tenant_id, extract(epoch FROM a.window_start)::bigint), a.tenant_id,
        t.stripe_customer_id, 'llm_cost_microusd', a.window_start,
        greatest(floor(a.cost_usd * 1000000 * t.price_multiplier)::bigint, 1),
@@ -114,7 +114,8 @@ SELECT format('bp-bench-%%s-%%s', a.tenant_id, extract(epoch FROM a.window_start
             WHEN (extract(epoch FROM a.window_start)::bigint / 60) %% 7000 = 11 THEN 'reconcile'
             ELSE 'sent' END,
        1, a.window_start + interval '90 seconds', a.window_start + interval '91 seconds',
-       CASE WHEN (extract(epoch FROM a.window_start)::bigint / 60) %% 5000 = 7 THEN 'HTTP 400: invalid customer' END
+       CASE WHEN (extract(epoch FROM a.window_start)::bigint / 60) %% 5000 = 7 THEN 'HTTP 400: invalid customer' END,
+       extract(epoch FROM a.window_start)::bigint
 FROM billing_accrual a JOIN tenants t ON t.id = a.tenant_id
 WHERE a.seals > 0 AND t.stripe_customer_id IS NOT NULL;
 
