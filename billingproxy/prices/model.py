@@ -4,6 +4,12 @@ Prices are USD per million tokens (``*_per_mtok``), as providers publish them. E
 a version is explicit (the config import fills in the provider defaults: cache writes at 1.25 times the
 input price for the 5-minute cache and 2 times for the 1-hour cache), so a row's cost can always be
 recomputed from the version id it carries.
+
+Audio and image tokens (OpenAI's ``prompt_tokens_details.audio_tokens`` and
+``completion_tokens_details.audio_tokens``; ``prompt_tokens_details.image_tokens`` where LiteLLM
+reports them, e.g. Gemini) are part of the prompt and completion counts. They have their own price
+where a version sets one (``input_audio``, ``output_audio``, ``input_image``); NULL bills them as
+plain input or output tokens, so a version without them bills exactly as before.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from billingproxy.metering import COST_QUANTUM, ZERO
 
 __all__ = [
     "DIMENSIONS",
+    "MODALITIES",
     "MTOK",
     "PriceVersion",
     "RateCard",
@@ -30,8 +37,10 @@ __all__ = [
 ]
 
 MTOK = Decimal(1_000_000)
-# The dimensions a rate card may fix; a version has all of them (plus reasoning and the tier).
+# The dimensions a rate card may fix; a version has all of them (plus reasoning, the tier and the
+# optional audio / image prices, which a rate card's multiplier scales and fixed prices leave alone).
 DIMENSIONS = ("input", "output", "cached_read", "cache_write_5m", "cache_write_1h")
+MODALITIES = ("input_audio", "output_audio", "input_image")  # optional: NULL = plain input / output
 _MAX_PRICE = Decimal(10) ** 9  # USD per million tokens; far above any real price
 
 
@@ -60,6 +69,10 @@ class TokenUsage:
     cache_write_5m: int = 0
     cache_write_1h: int = 0
     reasoning: int = 0
+    # Parts of ``prompt`` / ``completion`` the provider reported by modality.
+    input_audio: int = 0
+    input_image: int = 0
+    output_audio: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +89,9 @@ class PriceVersion:
     long_context_threshold: int | None = None
     long_input: Decimal | None = None
     long_output: Decimal | None = None
+    input_audio: Decimal | None = None
+    output_audio: Decimal | None = None
+    input_image: Decimal | None = None
     mode: str = "chat"
     source: str = "config"
     created_by: str = ""
@@ -96,6 +112,9 @@ class PriceVersion:
             long_context_threshold=row["long_context_threshold"],
             long_input=row["long_input_per_mtok"],
             long_output=row["long_output_per_mtok"],
+            input_audio=row.get("input_audio_per_mtok"),
+            output_audio=row.get("output_audio_per_mtok"),
+            input_image=row.get("input_image_per_mtok"),
             mode=row["mode"],
             source=row["source"],
             created_by=row["created_by"],
@@ -122,6 +141,9 @@ class PriceVersion:
             cache_write_5m=self.cache_write_5m * scale,
             cache_write_1h=self.cache_write_1h * scale,
             reasoning=self.reasoning * out_scale if self.reasoning is not None else None,
+            input_audio=self.input_audio * scale if self.input_audio is not None else None,
+            input_image=self.input_image * scale if self.input_image is not None else None,
+            output_audio=self.output_audio * out_scale if self.output_audio is not None else None,
             long_context_threshold=None,
         )
 
@@ -139,6 +161,9 @@ class PriceVersion:
             "long_context_threshold": self.long_context_threshold,
             "long_input_per_mtok": _plain(self.long_input),
             "long_output_per_mtok": _plain(self.long_output),
+            "input_audio_per_mtok": _plain(self.input_audio),
+            "output_audio_per_mtok": _plain(self.output_audio),
+            "input_image_per_mtok": _plain(self.input_image),
             "mode": self.mode,
             "source": self.source,
             "created_by": self.created_by,
@@ -148,7 +173,8 @@ class PriceVersion:
 
 def _prices_of(v: PriceVersion) -> tuple:
     values = (v.input, v.output, v.cached_read, v.cache_write_5m, v.cache_write_1h, v.reasoning, v.long_input)
-    return (*(None if d is None else d.normalize() for d in values), v.long_context_threshold, v.long_output)
+    values += (v.long_output, v.input_audio, v.output_audio, v.input_image)
+    return (*(None if d is None else d.normalize() for d in values), v.long_context_threshold)
 
 
 def _plain(value: Decimal | None) -> str | None:
@@ -199,6 +225,9 @@ class RateCard:
                 cache_write_5m=version.cache_write_5m * m,
                 cache_write_1h=version.cache_write_1h * m,
                 reasoning=version.reasoning * m if version.reasoning is not None else None,
+                input_audio=version.input_audio * m if version.input_audio is not None else None,
+                output_audio=version.output_audio * m if version.output_audio is not None else None,
+                input_image=version.input_image * m if version.input_image is not None else None,
             )
         return replace(version, **self.fixed)
 
@@ -233,16 +262,26 @@ def priced_cost(p: PriceVersion, usage: TokenUsage) -> Decimal:
     cached = min(max(usage.cached_read, 0), prompt)
     write_1h = min(max(usage.cache_write_1h, 0), prompt - cached)
     write_5m = min(max(usage.cache_write_5m, 0), prompt - cached - write_1h)
-    plain_input = prompt - cached - write_1h - write_5m
+    uncached = prompt - cached - write_1h - write_5m
+    # Audio and image tokens are counted among the uncached input (a cached read or a cache
+    # write is billed at its own price whatever its modality, as LiteLLM does without a separate
+    # cached-audio price); an unpriced modality stays plain input.
+    audio_in = min(max(usage.input_audio, 0), uncached) if p.input_audio is not None else 0
+    image_in = min(max(usage.input_image, 0), uncached - audio_in) if p.input_image is not None else 0
+    plain_input = uncached - audio_in - image_in
     completion = max(usage.completion, 0)
-    reasoning = min(max(usage.reasoning, 0), completion) if p.reasoning is not None else 0
+    audio_out = min(max(usage.output_audio, 0), completion) if p.output_audio is not None else 0
+    reasoning = min(max(usage.reasoning, 0), completion - audio_out) if p.reasoning is not None else 0
     total = (
         plain_input * p.input
         + cached * p.cached_read
         + write_5m * p.cache_write_5m
         + write_1h * p.cache_write_1h
-        + (completion - reasoning) * p.output
+        + (completion - reasoning - audio_out) * p.output
         + (reasoning * p.reasoning if p.reasoning is not None else ZERO)
+        + (audio_in * p.input_audio if p.input_audio is not None else ZERO)
+        + (image_in * p.input_image if p.input_image is not None else ZERO)
+        + (audio_out * p.output_audio if p.output_audio is not None else ZERO)
     )
     return (total / MTOK).quantize(COST_QUANTUM, rounding=ROUND_HALF_EVEN)
 
@@ -257,5 +296,6 @@ def bound_prices(version: PriceVersion, card: RateCard | None) -> tuple[Decimal,
     for tier in tiers:
         p = card.apply(tier) if card is not None else tier
         worst_in = max(worst_in, p.input, p.cached_read, p.cache_write_5m, p.cache_write_1h)
-        worst_out = max(worst_out, p.output, p.reasoning if p.reasoning is not None else ZERO)
+        worst_in = max(worst_in, *(x for x in (p.input_audio, p.input_image) if x is not None), ZERO)
+        worst_out = max(worst_out, p.output, *(x for x in (p.reasoning, p.output_audio) if x is not None))
     return worst_in / MTOK, worst_out / MTOK

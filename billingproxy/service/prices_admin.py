@@ -31,6 +31,9 @@ class PriceCreate(Strict):
     long_context_threshold: int | None = None
     long_input_per_mtok: Price | None = None
     long_output_per_mtok: Price | None = None
+    input_audio_per_mtok: Price | None = None
+    output_audio_per_mtok: Price | None = None
+    input_image_per_mtok: Price | None = None
     reason: str | None = None
 
 

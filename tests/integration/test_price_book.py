@@ -198,6 +198,56 @@ def test_anthropic_cache_writes_are_billed_at_their_own_price_stream_and_not(pro
     assert expected - (Decimal(17) * 3 + 3 * Decimal("0.3") + 5 * 15) / MTOK == Decimal("0.0000165")
 
 
+def test_audio_tokens_are_billed_at_their_own_price_stream_and_not(proxies, book_db, run_cli):
+    tenant_id, token = tenant_with_token(book_db, "audio")
+    model = "gpt-4o-audio-preview"  # config.yaml: input 2.5, output 10, audio in 40, audio out 80 per Mtok
+    (listed,) = run_cli("prices", "list", "--model", model, "--json")
+    assert (listed["input_audio_per_mtok"], listed["output_audio_per_mtok"]) == ("40", "80")
+    assert listed["input_image_per_mtok"] is None
+    chat(proxies[0], token, model, 20, 5, "[[audio_in:7]] [[audio_out:3]]")
+    chat(proxies[1], token, model, 20, 5, "[[audio_in:7]] [[audio_out:3]]", stream=True)
+    rows = wait_rows(book_db, tenant_id, 2)
+    expected = (20 * Decimal("2.5") + 7 * 40 + 2 * 10 + 3 * 80) / MTOK
+    assert sorted(
+        (r["stream"], r["prompt_tokens"], r["input_audio_tokens"], r["output_audio_tokens"], r["cost_usd"])
+        for r in rows
+    ) == [(False, 27, 7, 3, expected), (True, 27, 7, 3, expected)]
+    assert {r["price_version_id"] for r in rows} == {listed["id"]}
+    # A re-rate prices the audio tokens again from the rows: nothing to change.
+    period = [(rows[0]["start_time"] - timedelta(seconds=1)).isoformat(), datetime.now(UTC).isoformat()]
+    dry = run_cli("prices", "rerate", "--tenant", tenant_id, "--from", period[0], "--to", period[1], "--json")
+    assert [(m["model"], m["rows"], m["changed"]) for m in dry["models"]] == [(model, 2, 0)]
+
+
+def test_image_tokens_are_billed_at_their_own_price_where_the_payload_reports_them(proxies, book_db, run_cli):
+    tenant_id, token = tenant_with_token(book_db, "image")
+    model = "gemini-2.0-flash"
+    version = run_cli(
+        "prices", "set", model, "--input-per-mtok", "0.1", "--output-per-mtok", "0.4",
+        "--input-image-per-mtok", "0.25", "--reason", "image tokens priced apart",
+        "--effective-at", (effective := datetime.now(UTC) + timedelta(seconds=2)).isoformat(), "--json",
+    )  # fmt: skip
+    assert version["input_image_per_mtok"] == "0.25" and version["input_audio_per_mtok"] is None
+    wait_until(lambda: datetime.now(UTC) > effective, what="the effective instant")
+    image = {"type": "image_url", "image_url": {"url": "https://example.invalid/cat.png"}}
+    for text, stream in (("look [[image_details:1]]", False), ("look [[image_details:1]]", True), ("look", False)):
+        oa = client(proxies[0], token)
+        messages = [{"role": "user", "content": [{"type": "text", "text": text}, image]}]
+        if stream:
+            with oa.chat.completions.create(model=model, messages=messages, max_tokens=4, stream=True) as chunks:
+                for _ in chunks:
+                    pass
+        else:
+            oa.chat.completions.create(model=model, messages=messages, max_tokens=4)
+    rows = wait_rows(book_db, tenant_id, 3)
+    # 765 image tokens (the fake's high-detail 1024x1024 image) + the text's words.
+    reported = (2 * Decimal("0.1") + 765 * Decimal("0.25") + 4 * Decimal("0.4")) / MTOK
+    unreported = (766 * Decimal("0.1") + 4 * Decimal("0.4")) / MTOK  # not reported: plain input
+    assert sorted((r["stream"], r["input_image_tokens"], r["cost_usd"]) for r in rows) == sorted(
+        [(False, 765, reported), (True, 765, reported), (False, 0, unreported)]
+    )
+
+
 def test_a_long_context_request_is_billed_at_the_tier_price(proxies, book_db, run_cli):
     tenant_id, token = tenant_with_token(book_db, "long")
     model = "gpt-4o"
@@ -285,6 +335,22 @@ def test_admin_api_lists_and_sets_prices(book_db, monkeypatch):
             },
         )
         assert bad.status_code == 400 and "non-negative" in bad.json()["error"]["message"]
+        audio = http.post(
+            "/admin/prices",
+            headers=headers,
+            json={
+                "model": model,
+                "input_per_mtok": "1.1",
+                "output_per_mtok": "2.2",
+                "input_audio_per_mtok": 40,
+                "output_audio_per_mtok": "80.5",
+                "input_image_per_mtok": 0.25,
+                "effective_at": "2026-01-03T00:00:00Z",
+            },
+        )
+        assert audio.status_code == 201, audio.text
+        modalities = ("input_audio_per_mtok", "output_audio_per_mtok", "input_image_per_mtok")
+        assert [audio.json()[k] for k in modalities] == ["40", "80.5", "0.25"]
         assert http.get("/admin/prices").status_code == 401
 
 

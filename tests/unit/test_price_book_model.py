@@ -34,6 +34,22 @@ def test_reasoning_priced_apart_only_when_the_version_says_so():
     assert request_cost(version(reasoning=D(20)), usage) == (6 * D(15) + 4 * D(20)) / 1_000_000
 
 
+def test_audio_and_image_tokens_are_billed_at_their_own_price_or_as_plain_tokens():
+    usage = TokenUsage(prompt=100, completion=20, cached_read=10, input_audio=30, input_image=40, output_audio=5)
+    plain = (90 * D(3) + 10 * D("0.3") + 20 * D(15)) / 1_000_000
+    assert request_cost(version(), usage) == plain  # no audio / image prices: as before
+    priced = version(input_audio=D(40), input_image=D(2), output_audio=D(80), reasoning=D(20))
+    expected = (20 * D(3) + 10 * D("0.3") + 30 * D(40) + 40 * D(2) + 15 * D(15) + 5 * D(80)) / 1_000_000
+    assert request_cost(priced, usage) == expected
+    # Counts beyond what the totals allow are clamped (a buggy upstream never bills more tokens).
+    odd = TokenUsage(prompt=10, completion=2, cached_read=4, input_audio=50, input_image=50, output_audio=9)
+    assert request_cost(priced, odd) == (4 * D("0.3") + 6 * D(40) + 2 * D(80)) / 1_000_000
+    # A multiplier card scales them; the reservation bound covers them.
+    card = RateCard(1, "t", None, T0, None, multiplier=D(2))
+    assert request_cost(priced, usage, card) == expected * 2
+    assert bound_prices(priced, None) == (D(40) / 1_000_000, D(80) / 1_000_000)
+
+
 def test_long_context_tier_above_the_threshold_scales_cache_prices_like_input():
     v = version(long_context_threshold=100, long_input=D(6), long_output=D("22.5"))
     assert request_cost(v, TokenUsage(prompt=100, completion=1)) == (100 * D(3) + D(15)) / 1_000_000
