@@ -124,7 +124,13 @@ def prices_rerate(tenant_ref: str, period_from: str, period_to: str, apply_: boo
 
     def human() -> None:
         table(data["models"], ["model", "rows", "changed", "billed_usd", "rerated_usd", "difference_usd"])
-        if result.applied:
+        if result.applied and result.difference_usd < 0:
+            # Stripe meter events must be positive: a decrease cannot be sent as such.
+            click.echo(
+                f"applied (audit {result.audit_id}): {data['difference_usd']} USD; nothing is sent now: "
+                "the decrease is carried against the tenant's next usage (billing_carry)"
+            )
+        elif result.applied:
             click.echo(f"applied (audit {result.audit_id}): {data['difference_usd']} USD goes out with the next relay")
         else:
             click.echo("dry run: nothing changed" if not apply_ else "nothing to re-rate")

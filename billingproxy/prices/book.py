@@ -13,14 +13,14 @@ import asyncio
 import logging
 from bisect import bisect_right
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import psycopg
 from psycopg.rows import dict_row
 
-from billingproxy.metering import ZERO, ModelPrice, PriceTable
+from billingproxy.metering import ZERO, ModelPrice, PriceTable, RequestDimensions
 from billingproxy.prices.model import PriceVersion, RateCard, TokenUsage, bound_prices, effective_prices, priced_cost
 from billingproxy.prices.store import _CARD_COLUMNS, _VERSION_COLUMNS, FIRST_EFFECTIVE
 
@@ -147,23 +147,31 @@ class PriceBook:
 
 class ReservationPrices:
     """What a budget reservation multiplies by: the tenant's dearest effective price per prompt and
-    per output token (``PriceTable``'s ``get`` shape, so ``max_cost`` takes it as it is)."""
+    per output token among the dimensions the request can incur (``PriceTable``'s ``get`` shape,
+    so ``max_cost`` takes it as it is)."""
 
     __slots__ = ("_at", "_book", "_tenant_id")
 
     def __init__(self, book: PriceBook, tenant_id: str | None, at: datetime) -> None:
         self._book, self._tenant_id, self._at = book, tenant_id, at
 
-    def get(self, model: str) -> ModelPrice | None:
+    def get(self, model: str, dimensions: RequestDimensions | None = None) -> ModelPrice | None:
+        """The bound for ``model``; with the request's ``dimensions``, only the prices it can incur."""
         version = self._book.version_at(model, self._at)
         if version is None:
             return None
         card = self._book.card_at(self._tenant_id, model, self._at)
         cache = self._book._state.effective
-        key = ("bound", id(version), id(card))
+        threshold = version.long_context_threshold
+        if dimensions is not None and threshold is not None and dimensions.prompt_bound is not None:
+            # The prompt bound matters only against the threshold: keep the cache small.
+            dimensions = replace(dimensions, prompt_bound=threshold + 1 if dimensions.prompt_bound > threshold else 0)
+        elif dimensions is not None:
+            dimensions = replace(dimensions, prompt_bound=None)
+        key = ("bound", id(version), id(card), dimensions)
         bound = cache.get(key)
         if bound is None:
-            per_in, per_out = bound_prices(version, card)
+            per_in, per_out = bound_prices(version, card, dimensions)
             bound = cache[key] = ModelPrice(input=per_in, output=per_out, cached_input=per_in)
         return bound
 

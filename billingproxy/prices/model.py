@@ -21,6 +21,7 @@ from typing import Any
 
 from billingproxy.errors import InvalidInput
 from billingproxy.metering import COST_QUANTUM, ZERO
+from billingproxy.metering.pricing import ALL_DIMENSIONS, RequestDimensions
 
 __all__ = [
     "DIMENSIONS",
@@ -286,16 +287,32 @@ def priced_cost(p: PriceVersion, usage: TokenUsage) -> Decimal:
     return (total / MTOK).quantize(COST_QUANTUM, rounding=ROUND_HALF_EVEN)
 
 
-def bound_prices(version: PriceVersion, card: RateCard | None) -> tuple[Decimal, Decimal]:
-    """(per prompt token, per output token) upper bounds in USD per token, for budget reservations:
-    the dearest input-side and output-side dimension of either tier, after the rate card."""
+def bound_prices(
+    version: PriceVersion, card: RateCard | None, dimensions: RequestDimensions | None = None
+) -> tuple[Decimal, Decimal]:
+    """(per prompt token, per output token) upper bounds in USD per token, for budget reservations,
+    after the rate card: the dearest input-side and output-side dimension that can occur for the
+    request (``dimensions``, read from its body; None: every dimension). Input and cached reads
+    can always occur, and so can reasoning; cache writes, audio and image prices only where the
+    body allows them (``metering.pricing.request_dimensions``), and the long-context tier only if
+    the prompt bound is above its threshold. The bound stays a true upper bound: a dimension that
+    does not occur is billed at none of these prices, and a NULL audio / image price is the input
+    (output) price, already counted."""
+    d = dimensions or ALL_DIMENSIONS
     tiers = [version]
-    if version.long_context_threshold is not None:
-        tiers.append(version.at_tier(version.long_context_threshold + 1))
+    threshold = version.long_context_threshold
+    if threshold is not None and (d.prompt_bound is None or d.prompt_bound > threshold):
+        tiers.append(version.at_tier(threshold + 1))
     worst_in, worst_out = ZERO, ZERO
     for tier in tiers:
         p = card.apply(tier) if card is not None else tier
-        worst_in = max(worst_in, p.input, p.cached_read, p.cache_write_5m, p.cache_write_1h)
-        worst_in = max(worst_in, *(x for x in (p.input_audio, p.input_image) if x is not None), ZERO)
-        worst_out = max(worst_out, p.output, *(x for x in (p.reasoning, p.output_audio) if x is not None))
+        candidates_in = [p.input, p.cached_read]
+        candidates_in += [p.cache_write_5m] if d.cache_write else []
+        candidates_in += [p.cache_write_1h] if d.cache_write_1h else []
+        candidates_in += [p.input_audio] if d.input_audio and p.input_audio is not None else []
+        candidates_in += [p.input_image] if d.input_image and p.input_image is not None else []
+        candidates_out = [p.output] + ([p.reasoning] if p.reasoning is not None else [])
+        candidates_out += [p.output_audio] if d.output_audio and p.output_audio is not None else []
+        worst_in = max(worst_in, *candidates_in)
+        worst_out = max(worst_out, *candidates_out)
     return worst_in / MTOK, worst_out / MTOK

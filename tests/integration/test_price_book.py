@@ -458,6 +458,51 @@ def test_rerate_after_a_corrected_price_sends_exactly_the_difference_and_twice_i
     assert fake_stripe.calls["meter_events"] == events and fake_stripe.totals()[customer] == billed
 
 
+def test_a_rerate_decrease_sends_nothing_and_is_netted_against_the_next_usage(
+    proxies, book_db, run_cli, fake_stripe: FakeStripe, monkeypatch
+):
+    monkeypatch.setenv("BILLINGPROXY_BILLING_WINDOW_S", "1")
+    customer = f"cus_{uuid.uuid4().hex[:14]}"
+    tenant_id, token = tenant_with_token(book_db, "decrease", stripe_customer_id=customer)
+    model = "gpt-4o-mini"
+    began = datetime.now(UTC)
+    for proxy in proxies:
+        chat(proxy, token, model, 1000, 300)
+    rows = wait_rows(book_db, tenant_id, 2)
+    windows_closed(rows)
+    relay = make_relay(book_db, fake_stripe)
+    drain(relay, book_db)
+    first = fake_stripe.totals()[customer]
+    # A lower price from before the first request: the tenant was over-billed.
+    run_cli(
+        "prices", "set", model, "--input-per-mtok", "0.05", "--output-per-mtok", "0.2",
+        "--effective-at", (began - timedelta(seconds=1)).isoformat(), "--reason", "price cut",
+    )  # fmt: skip
+    window = ["--tenant", tenant_id, "--from", (began - timedelta(minutes=1)).isoformat()]
+    window += ["--to", (datetime.now(UTC) + timedelta(minutes=1)).isoformat()]
+    applied = run_cli("prices", "rerate", *window, "--apply")
+    assert "carried against the tenant's next usage" in applied and "nothing is sent now" in applied
+    events = fake_stripe.calls["meter_events"]
+    drain(relay, book_db)
+    with db.connect(book_db) as conn:
+        lowered = expected_micro_usd(conn, tenant_id)
+    assert lowered < first  # the database says less than Stripe holds …
+    assert (
+        fake_stripe.calls["meter_events"] == events and fake_stripe.totals()[customer] == first
+    )  # … no negative event
+    # The next usage pays the decrease back first: Stripe receives only what exceeds it.
+    for proxy in proxies:
+        chat(proxy, token, model, 10, 12_000)  # 12,000 output tokens at 0.2: 2,400 µ$ each, more than the decrease
+    later = wait_rows(book_db, tenant_id, 4)
+    windows_closed(later)
+    drain(relay, book_db)
+    with db.connect(book_db) as conn:
+        billed = expected_micro_usd(conn, tenant_id)
+    new_usage = sum(r["cost_usd"] for r in later[2:]) * 1_000_000
+    assert fake_stripe.totals()[customer] == billed  # equal again
+    assert abs(fake_stripe.totals()[customer] - first - (new_usage - (first - lowered))) <= 1  # the decrease netted
+
+
 def test_migration_turns_a_price_multiplier_into_a_rate_card(pg_server):
     from billingproxy.prices import PriceBook, TokenUsage
     from billingproxy.tenants import TenantStore

@@ -3,12 +3,14 @@ bound, the schedule by start time, and LiteLLM's cache-write fields."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
 from billingproxy.errors import InvalidInput
+from billingproxy.metering import max_cost, prompt_token_bound, request_dimensions
 from billingproxy.prices import PriceBook, PriceVersion, RateCard, TokenUsage, parse_price, request_cost
 from billingproxy.prices.model import bound_prices
 from billingproxy.proxy.payload import cache_writes
@@ -69,6 +71,40 @@ def test_the_reservation_bound_is_the_dearest_dimension_of_either_tier():
     v = version(long_context_threshold=100, long_input=D(6), long_output=D("22.5"))
     per_in, per_out = bound_prices(v, None)
     assert (per_in, per_out) == (D(12) / 1_000_000, D("22.5") / 1_000_000)  # 1-hour write in the tier
+
+
+def test_the_reservation_bound_counts_only_the_dimensions_the_request_can_incur():
+    v = version(long_context_threshold=10_000, long_input=D(6), long_output=D("22.5"), input_audio=D(40))
+    v = replace(v, output_audio=D(80), input_image=D(5))
+    text = {"model": "claude", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+    plain = request_dimensions(text, "acompletion")
+    assert not (plain.cache_write or plain.cache_write_1h or plain.input_audio or plain.input_image)
+    assert bound_prices(v, None, plain) == (D(3) / 1_000_000, D(15) / 1_000_000)  # no tier: prompt ≤ 10,000
+    marked = {**text, "system": [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral"}}]}
+    assert bound_prices(v, None, request_dimensions(marked, "acompletion"))[0] == D("3.75") / 1_000_000
+    hour = {**text, "tools": [{"name": "t", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]}
+    assert bound_prices(v, None, request_dimensions(hour, "acompletion"))[0] == D(6) / 1_000_000
+    injected = request_dimensions(text, "acompletion", injects_cache_control=True)
+    assert bound_prices(v, None, injected)[0] == D(6) / 1_000_000
+    audio = {**text, "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}
+    assert bound_prices(v, None, request_dimensions(audio, "acompletion"))[0] == D(40) / 1_000_000
+    image = {**text, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}
+    assert bound_prices(v, None, request_dimensions(image, "acompletion"))[0] == D(5) / 1_000_000
+    speaking = {**text, "modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}
+    assert bound_prices(v, None, request_dimensions(speaking, "acompletion"))[1] == D(80) / 1_000_000
+    long = {**text, "messages": [{"role": "user", "content": "x" * 20_000}]}  # the prompt bound passes 10,000
+    assert bound_prices(v, None, request_dimensions(long, "acompletion")) == (D(6) / 1_000_000, D("22.5") / 1_000_000)
+    # An unknown route, or no dimensions at all: every dimension, as before.
+    assert request_dimensions(text, "allm_passthrough_route").cache_write_1h
+    assert bound_prices(v, None) == bound_prices(v, None, request_dimensions(text, "allm_passthrough_route"))
+    # The book's cached bounds keep requests apart, and the amount is the bound times the body's bound.
+    book = PriceBook([v], [])
+    prices = book.for_tenant(None, T0 + timedelta(hours=1))
+    assert prices.get("claude", plain).input == D(3) / 1_000_000
+    assert prices.get("claude", request_dimensions(hour, "acompletion")).input == D(6) / 1_000_000
+    assert prices.get("claude").input == D(40) / 1_000_000 * 2  # the long tier's audio price: all dimensions
+    expected = prompt_token_bound(text) * D(3) / 1_000_000 + 5 * D(15) / 1_000_000
+    assert max_cost(prices, "claude", text, 4096, plain) == expected
 
 
 def test_the_schedule_prices_by_start_time_and_cards_by_their_period():
