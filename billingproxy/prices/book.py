@@ -16,13 +16,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg
 from psycopg.rows import dict_row
 
-from billingproxy.metering import ZERO, ModelPrice, PriceTable, RequestDimensions
+from billingproxy.metering import ZERO, ModelPrice, RequestDimensions
 from billingproxy.prices.model import PriceVersion, RateCard, TokenUsage, bound_prices, effective_prices, priced_cost
-from billingproxy.prices.store import _CARD_COLUMNS, _VERSION_COLUMNS, FIRST_EFFECTIVE
+from billingproxy.prices.store import _CARD_COLUMNS, _VERSION_COLUMNS, config_versions
 
 __all__ = ["CHANNEL", "PriceBook", "ReservationPrices"]
 
@@ -60,20 +61,11 @@ class PriceBook:
     # ---- building ----------------------------------------------------------------------------
 
     @classmethod
-    def from_table(cls, table: PriceTable) -> PriceBook:
-        """Provisional prices from config.yaml (no version ids) while the database is unreachable."""
-        versions = []
-        for model in table.models():
-            p = table.get(model)
-            assert p is not None
-            mtok = Decimal(1_000_000)
-            versions.append(
-                PriceVersion(
-                    None, model, FIRST_EFFECTIVE, p.input * mtok, p.output * mtok, p.cached_input * mtok,
-                    p.input * mtok * Decimal("1.25"), p.input * mtok * 2,
-                )
-            )  # fmt: skip
-        return cls(versions)
+    def from_config(cls, path: Path | None = None) -> PriceBook:
+        """Provisional prices while the database is unreachable: config.yaml's ``model_info`` as
+        ``db migrate`` would import it (every dimension: cache writes, tier, audio / image), with
+        no version ids."""
+        return cls(config_versions(path))
 
     def replace(self, versions: Iterable[PriceVersion], cards: Iterable[RateCard]) -> None:
         self._state = _snapshot(versions, cards)  # one reference swap: readers see old or new, whole

@@ -142,3 +142,16 @@ def test_operator_prices_are_exact_or_refused(bad):
 
 def test_exact_prices_are_kept_exactly():
     assert parse_price("2.50", "p") == D("2.50") and parse_price(0.1, "p") == D("0.1")
+
+
+def test_the_provisional_book_from_config_has_every_imported_dimension():
+    """Without the database at start, config.yaml bills as `db migrate` would import it."""
+    from pathlib import Path
+
+    book = PriceBook.from_config(Path(__file__).parents[2] / "config.yaml")
+    audio = TokenUsage(prompt=10, completion=4, input_audio=6, output_audio=3)
+    expected = (4 * D("2.5") + 6 * 40 + 10 + 3 * 80) / 1_000_000
+    assert book.cost("gpt-4o-audio-preview", audio, at=T0) == (expected, None)
+    writes = TokenUsage(prompt=10, completion=0, cache_write_5m=4, cache_write_1h=2)
+    cost, version_id = book.cost("claude-sonnet-4", writes, at=T0)
+    assert (cost, version_id) == ((4 * D(3) + 4 * D("3.75") + 2 * D(6)) / 1_000_000, None)
