@@ -152,6 +152,9 @@ def ratecard_command() -> None:
 @click.option("--cached-read-per-mtok", default=None)
 @click.option("--cache-write-per-mtok", default=None, help="5-minute cache writes.")
 @click.option("--cache-write-1h-per-mtok", default=None, help="1-hour cache writes.")
+@click.option("--input-audio-per-mtok", default=None, help="Input audio tokens.")
+@click.option("--output-audio-per-mtok", default=None, help="Output audio tokens.")
+@click.option("--input-image-per-mtok", default=None, help="Input image tokens.")
 @click.option("--from", "valid_from", required=True, help="Start (ISO 8601).")
 @click.option("--until", "valid_until", default=None, help="End, exclusive (ISO 8601; default open).")
 @click.option("--reason", default=None)
@@ -173,6 +176,9 @@ def ratecard_set(
         "cached_read": prices["cached_read_per_mtok"],
         "cache_write_5m": prices["cache_write_per_mtok"],
         "cache_write_1h": prices["cache_write_1h_per_mtok"],
+        "input_audio": prices["input_audio_per_mtok"],
+        "output_audio": prices["output_audio_per_mtok"],
+        "input_image": prices["input_image_per_mtok"],
     }
     with db.connect() as conn:
         card = PriceStore(conn).set_rate_card(
@@ -198,4 +204,4 @@ def ratecard_list(tenant: str, as_json: bool) -> None:
     with db.connect() as conn:
         found = TenantStore(conn).get_tenant(tenant)
         rows = [c.to_json() for c in PriceStore(conn).rate_cards(found.id)]
-    emit(rows, as_json, lambda: table(rows, CARD_COLUMNS))
+    emit(rows, as_json, lambda: table(rows, _columns(rows, CARD_COLUMNS)))

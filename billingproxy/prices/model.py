@@ -38,10 +38,9 @@ __all__ = [
 ]
 
 MTOK = Decimal(1_000_000)
-# The dimensions a rate card may fix; a version has all of them (plus reasoning, the tier and the
-# optional audio / image prices, which a rate card's multiplier scales and fixed prices leave alone).
-DIMENSIONS = ("input", "output", "cached_read", "cache_write_5m", "cache_write_1h")
 MODALITIES = ("input_audio", "output_audio", "input_image")  # optional: NULL = plain input / output
+# The dimensions a rate card may fix (a version has all of them, plus reasoning and the tier).
+DIMENSIONS = ("input", "output", "cached_read", "cache_write_5m", "cache_write_1h", *MODALITIES)
 _MAX_PRICE = Decimal(10) ** 9  # USD per million tokens; far above any real price
 
 

@@ -46,7 +46,8 @@ _INSERT_VERSION = (
     + _VERSION_COLUMNS
 )
 _CARD_COLUMNS = """id, tenant_id, model, multiplier, input_per_mtok, output_per_mtok, cached_read_per_mtok,
-    cache_write_5m_per_mtok, cache_write_1h_per_mtok, valid_from, valid_until, created_by, reason"""
+    cache_write_5m_per_mtok, cache_write_1h_per_mtok, input_audio_per_mtok, output_audio_per_mtok,
+    input_image_per_mtok, valid_from, valid_until, created_by, reason"""
 _LONG_TIER = re.compile(r"^input_cost_per_token_above_(\d+)k_tokens$")
 CACHE_WRITE_5M_FACTOR = Decimal("1.25")  # Anthropic: 5-minute cache writes cost 1.25x input
 CACHE_WRITE_1H_FACTOR = Decimal(2)  # and 1-hour cache writes 2x input
@@ -309,8 +310,9 @@ class PriceStore:
             row = cur.execute(
                 f"""INSERT INTO rate_cards (tenant_id, model, multiplier, input_per_mtok, output_per_mtok,
                         cached_read_per_mtok, cache_write_5m_per_mtok, cache_write_1h_per_mtok,
+                        input_audio_per_mtok, output_audio_per_mtok, input_image_per_mtok,
                         valid_from, valid_until, created_by, reason)
-                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_CARD_COLUMNS}""",
+                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_CARD_COLUMNS}""",
                 (
                     tenant.id,
                     model or None,

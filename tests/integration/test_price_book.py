@@ -217,6 +217,18 @@ def test_audio_tokens_are_billed_at_their_own_price_stream_and_not(proxies, book
     period = [(rows[0]["start_time"] - timedelta(seconds=1)).isoformat(), datetime.now(UTC).isoformat()]
     dry = run_cli("prices", "rerate", "--tenant", tenant_id, "--from", period[0], "--to", period[1], "--json")
     assert [(m["model"], m["rows"], m["changed"]) for m in dry["models"]] == [(model, 2, 0)]
+    # A rate card may fix the audio prices alone: the text prices stay the list's.
+    carded_id, carded_token = tenant_with_token(book_db, "audio-card")
+    start = datetime.now(UTC) + timedelta(seconds=2)
+    card = run_cli(
+        "ratecard", "set", carded_id, model, "--input-audio-per-mtok", "20", "--output-audio-per-mtok", "50.5",
+        "--from", start.isoformat(), "--json",
+    )  # fmt: skip
+    assert (card["input_audio_per_mtok"], card["output_audio_per_mtok"], card["input_per_mtok"]) == ("20", "50.5", None)
+    wait_until(lambda: datetime.now(UTC) > start, what="the rate card's start")
+    chat(proxies[0], carded_token, model, 20, 5, "[[audio_in:7]] [[audio_out:3]]")
+    (carded,) = wait_rows(book_db, carded_id, 1)
+    assert carded["cost_usd"] == (20 * Decimal("2.5") + 7 * 20 + 2 * 10 + 3 * Decimal("50.5")) / MTOK
 
 
 def test_image_tokens_are_billed_at_their_own_price_where_the_payload_reports_them(proxies, book_db, run_cli):
@@ -352,6 +364,22 @@ def test_admin_api_lists_and_sets_prices(book_db, monkeypatch):
         modalities = ("input_audio_per_mtok", "output_audio_per_mtok", "input_image_per_mtok")
         assert [audio.json()[k] for k in modalities] == ["40", "80.5", "0.25"]
         assert http.get("/admin/prices").status_code == 401
+        tenant_id, _ = tenant_with_token(book_db, "apicard")
+        card = http.post(
+            "/admin/ratecards",
+            headers=headers,
+            json={"tenant": tenant_id, "model": model, "input_image_per_mtok": "0.2", "valid_from": "2026-01-01"},
+        )
+        assert card.status_code == 201, card.text
+        assert (card.json()["input_image_per_mtok"], card.json()["multiplier"]) == ("0.2", None)
+        listed = http.get("/admin/ratecards", headers=headers, params={"tenant": tenant_id}).json()
+        assert [(c["id"], c["model"], c["input_image_per_mtok"]) for c in listed] == [(card.json()["id"], model, "0.2")]
+        both = http.post(
+            "/admin/ratecards",
+            headers=headers,
+            json={"tenant": tenant_id, "multiplier": 2, "output_audio_per_mtok": 1, "valid_from": "2026-01-01"},
+        )
+        assert both.status_code == 400 and "not both" in both.json()["error"]["message"]
 
 
 def test_a_rate_card_from_mid_period_prices_rows_after_it_and_the_outbox_bills_the_carded_sum(
