@@ -210,7 +210,7 @@ def request_dimensions(
         return ALL_DIMENSIONS
     relevant = [body[key] for key in _TEXT_FIELDS if key in body]
     found = _Found()
-    _scan(relevant, found)
+    _scan([*relevant, {"cache_control": body["cache_control"]}] if "cache_control" in body else relevant, found)
     modalities = body.get("modalities")
     audio_out = body.get("audio") is not None or (
         isinstance(modalities, list) and any(str(m).lower() == "audio" for m in modalities)

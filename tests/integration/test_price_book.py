@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 from click.testing import CliRunner
@@ -18,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from billingproxy import db
 from billingproxy.cli import main as cli
+from billingproxy.metering import prompt_token_bound
 from billingproxy.service import create_app
 from testkit.billing import drain, expected_micro_usd, make_relay
 from testkit.fakes.stripe_api import FakeStripe
@@ -25,6 +27,7 @@ from testkit.fakes.upstream import FakeUpstream
 from testkit.support import (
     MASTER_KEY,
     ProxyProcess,
+    budget_of,
     create_migrated_database,
     drop_database,
     tenant_with_token,
@@ -258,6 +261,26 @@ def test_image_tokens_are_billed_at_their_own_price_where_the_payload_reports_th
     assert sorted((r["stream"], r["input_image_tokens"], r["cost_usd"]) for r in rows) == sorted(
         [(False, 765, reported), (True, 765, reported), (False, 0, unreported)]
     )
+
+
+def test_a_reservation_prices_cache_writes_only_when_the_request_can_write_a_cache(proxies, book_db):
+    model = "claude-sonnet-4"  # input 3, cached read 0.3, writes 3.75 (5 m) / 6 (1 h), output 15 per Mtok
+    text = " ".join(["w"] * 4000)
+    plain = {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 1}
+    part = {"type": "text", "text": text, "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+    marked = {**plain, "messages": [{"role": "user", "content": [part]}]}
+    bound_plain = (prompt_token_bound(plain) * 3 + 15) / MTOK  # no marker: no cache write can occur
+    bound_marked = (prompt_token_bound(marked) * 6 + 15) / MTOK  # a 1-hour marker: the 1-hour write price
+    budget = budget_of(bound_plain * Decimal("1.2"))
+    assert budget < bound_marked  # room for the plain request's bound, not for the marked one's
+    tenant_id, token = tenant_with_token(book_db, "reserve", budget_usd=budget)
+    headers = {"Authorization": f"Bearer {token}"}
+    refused = httpx.post(proxies[0].url + "/v1/chat/completions", json=marked, headers=headers, timeout=30)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded", refused.text
+    served = httpx.post(proxies[0].url + "/v1/chat/completions", json=plain, headers=headers, timeout=30)
+    assert served.status_code == 200, served.text
+    rows = wait_rows(book_db, tenant_id, 2)
+    assert [r["status"] for r in rows] == ["rejected", "success"] and rows[1]["cost_usd"] <= bound_plain
 
 
 def test_a_long_context_request_is_billed_at_the_tier_price(proxies, book_db, run_cli):

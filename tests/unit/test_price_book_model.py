@@ -84,6 +84,8 @@ def test_the_reservation_bound_counts_only_the_dimensions_the_request_can_incur(
     assert bound_prices(v, None, request_dimensions(marked, "acompletion"))[0] == D("3.75") / 1_000_000
     hour = {**text, "tools": [{"name": "t", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]}
     assert bound_prices(v, None, request_dimensions(hour, "acompletion"))[0] == D(6) / 1_000_000
+    top = {**text, "cache_control": {"type": "ephemeral", "ttl": "1h"}}  # a whole-request marker
+    assert bound_prices(v, None, request_dimensions(top, "anthropic_messages"))[0] == D(6) / 1_000_000
     injected = request_dimensions(text, "acompletion", injects_cache_control=True)
     assert bound_prices(v, None, injected)[0] == D(6) / 1_000_000
     audio = {**text, "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}
