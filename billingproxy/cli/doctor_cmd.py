@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import click
 import psycopg
@@ -24,6 +25,7 @@ from billingproxy.config import (
 )
 from billingproxy.errors import BillingProxyError
 from billingproxy.metering import PriceTable
+from billingproxy.prices import PriceStore, config_models, price_listing
 from billingproxy.proxy.catalog import ModelCatalog
 
 __all__ = ["command"]
@@ -97,6 +99,33 @@ def _database() -> list[Finding]:
     return found
 
 
+def _price_book() -> list[Finding]:
+    """Every model config.yaml serves has a price version in force now: one without is refused for
+    tenant tokens (503 ``model_not_priced``), so it is a failure, one line per model."""
+    models = config_models()
+    at = datetime.now(UTC)
+    try:
+        with db.connect(database_url()) as conn:
+            store = PriceStore(conn)
+            listing = price_listing(store, models, at)
+            upcoming = {v.model: v.effective_from for v in reversed(store.versions()) if v.effective_from > at}
+    except psycopg.errors.UndefinedTable:
+        return [Finding("price book", False, "not migrated", "python -m billingproxy db migrate")]
+    except (BillingProxyError, psycopg.Error):
+        return []  # the database check above says why
+    unpriced = [r["model"] for r in listing if r["status"] == "unpriced" and r["model"] in models]
+    found = []
+    for model in unpriced:
+        detail = "no price version in force: requests are refused (503 model_not_priced)"
+        if model in upcoming:
+            detail += f"; the first one takes effect {upcoming[model].isoformat()}"
+        fix = f"python -m billingproxy prices set {model} --input-per-mtok N --output-per-mtok N --effective-at NOW"
+        found.append(Finding(f"price {model}", False, detail, fix + " (or db migrate, for config.yaml's prices)"))
+    if not found:
+        found.append(Finding("price book", True, f"all {len(models)} configured models priced"))
+    return found
+
+
 def _master_key() -> list[Finding]:
     key = master_key()
     if not key:
@@ -158,13 +187,22 @@ def _ports() -> list[Finding]:
     return found
 
 
-CHECKS: list[Callable[[], list[Finding]]] = [_settings, _prices, _database, _master_key, _providers, _stripe, _ports]
+CHECKS: list[Callable[[], list[Finding]]] = [
+    _settings,
+    _prices,
+    _database,
+    _price_book,
+    _master_key,
+    _providers,
+    _stripe,
+    _ports,
+]
 
 
 @click.command("doctor")
 @json_option
 def command(as_json: bool) -> None:
-    """Check the database, migrations, master key, provider credentials, Stripe and ports."""
+    """Check the database, migrations, the price book, master key, provider credentials, Stripe and ports."""
     findings: list[Finding] = []
     for check in CHECKS:
         try:

@@ -25,7 +25,15 @@ LIST_COLUMNS = [
     "cache_write_1h_per_mtok",
     "long_context_threshold",
 ]
+# Audio and image prices only where a version has one (most models have none: billed as input/output).
+MODALITY_COLUMNS = ["input_audio_per_mtok", "output_audio_per_mtok", "input_image_per_mtok"]
 HISTORY_COLUMNS = [c for c in LIST_COLUMNS if c not in ("model", "status")] + ["created_by", "reason"]
+
+
+def _columns(rows: list[dict], columns: list[str]) -> list[str]:
+    return columns + [c for c in MODALITY_COLUMNS if any(r.get(c) is not None for r in rows)]
+
+
 CARD_COLUMNS = [
     "id",
     "model",
@@ -54,7 +62,7 @@ def prices_list(model: str | None, at: str | None, as_json: bool) -> None:
     models = config_models()
     with db.connect() as conn:
         rows = price_listing(PriceStore(conn), models, instant, model)
-    emit(rows, as_json, lambda: table(rows, LIST_COLUMNS))
+    emit(rows, as_json, lambda: table(rows, _columns(rows, LIST_COLUMNS)))
 
 
 @command.command("history")
@@ -64,7 +72,8 @@ def prices_history(model: str, as_json: bool) -> None:
     """Every version of a model, oldest first."""
     with db.connect() as conn:
         rows = [v.to_json() for v in PriceStore(conn).versions(model)]
-    emit(rows, as_json, lambda: table(rows, HISTORY_COLUMNS) if rows else click.echo(f"{model}: no price versions"))
+    columns = _columns(rows, HISTORY_COLUMNS)
+    emit(rows, as_json, lambda: table(rows, columns) if rows else click.echo(f"{model}: no price versions"))
 
 
 @command.command("set")
@@ -78,6 +87,9 @@ def prices_history(model: str, as_json: bool) -> None:
 @click.option("--long-context-threshold", type=int, default=None, help="Prompt tokens above which the tier applies.")
 @click.option("--long-input-per-mtok", default=None, help="Input price above the threshold.")
 @click.option("--long-output-per-mtok", default=None, help="Output price above the threshold.")
+@click.option("--input-audio-per-mtok", default=None, help="Input audio tokens (default: the input price).")
+@click.option("--output-audio-per-mtok", default=None, help="Output audio tokens (default: the output price).")
+@click.option("--input-image-per-mtok", default=None, help="Input image tokens (default: the input price).")
 @click.option("--effective-at", required=True, help="When the version takes effect (ISO 8601).")
 @click.option("--reason", default=None, help="Why (kept with the version).")
 @json_option
@@ -112,7 +124,13 @@ def prices_rerate(tenant_ref: str, period_from: str, period_to: str, apply_: boo
 
     def human() -> None:
         table(data["models"], ["model", "rows", "changed", "billed_usd", "rerated_usd", "difference_usd"])
-        if result.applied:
+        if result.applied and result.difference_usd < 0:
+            # Stripe meter events must be positive: a decrease cannot be sent as such.
+            click.echo(
+                f"applied (audit {result.audit_id}): {data['difference_usd']} USD; nothing is sent now: "
+                "the decrease is carried against the tenant's next usage (billing_carry)"
+            )
+        elif result.applied:
             click.echo(f"applied (audit {result.audit_id}): {data['difference_usd']} USD goes out with the next relay")
         else:
             click.echo("dry run: nothing changed" if not apply_ else "nothing to re-rate")
@@ -134,6 +152,9 @@ def ratecard_command() -> None:
 @click.option("--cached-read-per-mtok", default=None)
 @click.option("--cache-write-per-mtok", default=None, help="5-minute cache writes.")
 @click.option("--cache-write-1h-per-mtok", default=None, help="1-hour cache writes.")
+@click.option("--input-audio-per-mtok", default=None, help="Input audio tokens.")
+@click.option("--output-audio-per-mtok", default=None, help="Output audio tokens.")
+@click.option("--input-image-per-mtok", default=None, help="Input image tokens.")
 @click.option("--from", "valid_from", required=True, help="Start (ISO 8601).")
 @click.option("--until", "valid_until", default=None, help="End, exclusive (ISO 8601; default open).")
 @click.option("--reason", default=None)
@@ -155,6 +176,9 @@ def ratecard_set(
         "cached_read": prices["cached_read_per_mtok"],
         "cache_write_5m": prices["cache_write_per_mtok"],
         "cache_write_1h": prices["cache_write_1h_per_mtok"],
+        "input_audio": prices["input_audio_per_mtok"],
+        "output_audio": prices["output_audio_per_mtok"],
+        "input_image": prices["input_image_per_mtok"],
     }
     with db.connect() as conn:
         card = PriceStore(conn).set_rate_card(
@@ -180,4 +204,4 @@ def ratecard_list(tenant: str, as_json: bool) -> None:
     with db.connect() as conn:
         found = TenantStore(conn).get_tenant(tenant)
         rows = [c.to_json() for c in PriceStore(conn).rate_cards(found.id)]
-    emit(rows, as_json, lambda: table(rows, CARD_COLUMNS))
+    emit(rows, as_json, lambda: table(rows, _columns(rows, CARD_COLUMNS)))

@@ -17,9 +17,11 @@ from billingproxy.metering.pricing import (
     ModelPrice,
     PriceError,
     PriceTable,
+    RequestDimensions,
     max_cost,
     output_token_limit,
     prompt_token_bound,
+    request_dimensions,
 )
 from billingproxy.metering.record import STATUSES, UsageRecord, charged
 from billingproxy.metering.replay import replay_files, replay_records
@@ -37,6 +39,7 @@ __all__ = [
     "ModelPrice",
     "PriceError",
     "PriceTable",
+    "RequestDimensions",
     "SpillFile",
     "UnreadableExport",
     "UsageRecord",
@@ -55,5 +58,6 @@ __all__ = [
     "read_records",
     "replay_files",
     "replay_records",
+    "request_dimensions",
     "usage_report",
 ]

@@ -28,10 +28,12 @@ __all__ = [
     "ModelPrice",
     "PriceError",
     "PriceTable",
+    "RequestDimensions",
     "max_cost",
     "output_choices",
     "output_token_limit",
     "prompt_token_bound",
+    "request_dimensions",
     "to_decimal",
 ]
 
@@ -79,7 +81,8 @@ class PriceTable:
     def models(self) -> list[str]:
         return sorted(self._prices)
 
-    def get(self, model: str) -> ModelPrice | None:
+    def get(self, model: str, dimensions: RequestDimensions | None = None) -> ModelPrice | None:
+        """``dimensions`` is for the price book's request-aware bound; the pinned table has one price."""
         return self._prices.get(model)
 
     def cost(self, model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> Decimal:
@@ -171,9 +174,98 @@ def output_token_limit(body: dict[str, Any]) -> int | None:
     return None
 
 
-def max_cost(prices: PriceTable, model: str, body: dict[str, Any], default_max_tokens: int) -> Decimal:
-    price = prices.get(model)
+@dataclass(frozen=True, slots=True)
+class RequestDimensions:
+    """Which price dimensions beyond plain input, cached reads, output and reasoning a request can
+    incur, read from its body, so a reservation multiplies by the dearest price that can actually
+    occur (``prices.model.bound_prices``). Each flag errs towards True: the bound stays an upper one."""
+
+    cache_write: bool = True  # 5-minute cache writes
+    cache_write_1h: bool = True
+    input_audio: bool = True
+    input_image: bool = True
+    output_audio: bool = True
+    prompt_bound: int | None = None  # the prompt-token bound (the long-context tier applies above it)
+
+
+ALL_DIMENSIONS = RequestDimensions()
+# Content parts that can carry audio or images: OpenAI's input_audio / image_url, the Responses
+# API's input_image / input_file, Anthropic's image / document, LiteLLM's file and audio_url.
+_AUDIO_PARTS = frozenset({"input_audio", "audio", "audio_url"})
+_FILE_PARTS = frozenset({"file", "input_file", "document"})  # a PDF or a media file: either modality
+# The call types whose bodies these fields describe; any other (a passthrough, a realtime or audio
+# route) gets every dimension.
+_READ_CALL_TYPES = frozenset({"acompletion", "atext_completion", "aresponses", "aembedding", "anthropic_messages"})
+
+
+def request_dimensions(
+    body: dict[str, Any], call_type: str | None = None, *, injects_cache_control: bool = False
+) -> RequestDimensions:
+    """What the body allows. Cache writes are opt-in per breakpoint: Anthropic (and Bedrock through
+    LiteLLM) write a cache only at a ``cache_control`` marker (``cachePoint`` in Bedrock's own
+    shape), the 1-hour cache only where the marker says ``"ttl": "1h"``; a model whose
+    ``litellm_params`` have ``cache_control_injection_points`` gets markers from LiteLLM, so both.
+    Audio output needs ``modalities`` with "audio" (or an ``audio`` parameter)."""
+    if call_type is not None and call_type not in _READ_CALL_TYPES:
+        return ALL_DIMENSIONS
+    relevant = [body[key] for key in _TEXT_FIELDS if key in body]
+    found = _Found()
+    _scan([*relevant, {"cache_control": body["cache_control"]}] if "cache_control" in body else relevant, found)
+    modalities = body.get("modalities")
+    audio_out = body.get("audio") is not None or (
+        isinstance(modalities, list) and any(str(m).lower() == "audio" for m in modalities)
+    )
+    return RequestDimensions(
+        cache_write=found.cache_write or injects_cache_control,
+        cache_write_1h=found.cache_write_1h or injects_cache_control,
+        input_audio=found.audio or found.file,
+        input_image=found.image or found.file,
+        output_audio=audio_out,
+        prompt_bound=prompt_token_bound(body),
+    )
+
+
+class _Found:
+    __slots__ = ("audio", "cache_write", "cache_write_1h", "file", "image")
+
+    def __init__(self) -> None:
+        self.cache_write = self.cache_write_1h = self.audio = self.image = self.file = False
+
+
+def _scan(value: Any, found: _Found) -> None:
+    if isinstance(value, dict):
+        marker = value.get("cache_control")
+        if marker is not None or "cachePoint" in value:
+            found.cache_write = True
+            # Anthropic's default lifetime is 5 minutes; anything but an explicit "5m" may be 1 hour.
+            ttl = marker.get("ttl") if isinstance(marker, dict) else None
+            if (ttl is not None and str(ttl) != "5m") or "cachePoint" in value:
+                found.cache_write_1h = True
+        kind = value.get("type")
+        if kind in _AUDIO_PARTS:
+            found.audio = True
+        elif kind in _IMAGE_PART_TYPES:
+            found.image = True
+        elif kind in _FILE_PARTS:
+            found.file = True
+        for item in value.values():
+            if isinstance(item, dict | list):
+                _scan(item, found)
+    elif isinstance(value, list):
+        for item in value:
+            _scan(item, found)
+
+
+def max_cost(
+    prices: PriceTable,
+    model: str,
+    body: dict[str, Any],
+    default_max_tokens: int,
+    dimensions: RequestDimensions | None = None,
+) -> Decimal:
+    price = prices.get(model, dimensions)
     if price is None:
         return ZERO
     output = (output_token_limit(body) or default_max_tokens) * output_choices(body)
-    return prompt_token_bound(body) * price.input + output * price.output
+    prompt = dimensions.prompt_bound if dimensions and dimensions.prompt_bound is not None else None
+    return (prompt if prompt is not None else prompt_token_bound(body)) * price.input + output * price.output

@@ -55,6 +55,10 @@ class UsageRecord:
     price_version_id: int | None = None  # the price book version the cost was computed at
     cache_write_5m_tokens: int = 0  # Anthropic cache writes (part of prompt_tokens), per cache lifetime
     cache_write_1h_tokens: int = 0
+    # Tokens by modality, parts of prompt_tokens / completion_tokens, where the provider reports them.
+    input_audio_tokens: int = 0
+    input_image_tokens: int = 0
+    output_audio_tokens: int = 0
     # Attribution below the tenant (billingproxy.access.attribution), validated at admission.
     end_user: str | None = None
     tags: tuple[str, ...] = ()
@@ -87,6 +91,9 @@ class UsageRecord:
             "total_tokens",
             "cache_write_5m_tokens",
             "cache_write_1h_tokens",
+            "input_audio_tokens",
+            "input_image_tokens",
+            "output_audio_tokens",
         ):
             values[name] = int(values[name] or 0)
         if values["price_version_id"] is not None:

@@ -13,16 +13,17 @@ import asyncio
 import logging
 from bisect import bisect_right
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg
 from psycopg.rows import dict_row
 
-from billingproxy.metering import ZERO, ModelPrice, PriceTable
+from billingproxy.metering import ZERO, ModelPrice, RequestDimensions
 from billingproxy.prices.model import PriceVersion, RateCard, TokenUsage, bound_prices, effective_prices, priced_cost
-from billingproxy.prices.store import _CARD_COLUMNS, _VERSION_COLUMNS, FIRST_EFFECTIVE
+from billingproxy.prices.store import _CARD_COLUMNS, _VERSION_COLUMNS, config_versions
 
 __all__ = ["CHANNEL", "PriceBook", "ReservationPrices"]
 
@@ -60,20 +61,11 @@ class PriceBook:
     # ---- building ----------------------------------------------------------------------------
 
     @classmethod
-    def from_table(cls, table: PriceTable) -> PriceBook:
-        """Provisional prices from config.yaml (no version ids) while the database is unreachable."""
-        versions = []
-        for model in table.models():
-            p = table.get(model)
-            assert p is not None
-            mtok = Decimal(1_000_000)
-            versions.append(
-                PriceVersion(
-                    None, model, FIRST_EFFECTIVE, p.input * mtok, p.output * mtok, p.cached_input * mtok,
-                    p.input * mtok * Decimal("1.25"), p.input * mtok * 2,
-                )
-            )  # fmt: skip
-        return cls(versions)
+    def from_config(cls, path: Path | None = None) -> PriceBook:
+        """Provisional prices while the database is unreachable: config.yaml's ``model_info`` as
+        ``db migrate`` would import it (every dimension: cache writes, tier, audio / image), with
+        no version ids."""
+        return cls(config_versions(path))
 
     def replace(self, versions: Iterable[PriceVersion], cards: Iterable[RateCard]) -> None:
         self._state = _snapshot(versions, cards)  # one reference swap: readers see old or new, whole
@@ -147,23 +139,31 @@ class PriceBook:
 
 class ReservationPrices:
     """What a budget reservation multiplies by: the tenant's dearest effective price per prompt and
-    per output token (``PriceTable``'s ``get`` shape, so ``max_cost`` takes it as it is)."""
+    per output token among the dimensions the request can incur (``PriceTable``'s ``get`` shape,
+    so ``max_cost`` takes it as it is)."""
 
     __slots__ = ("_at", "_book", "_tenant_id")
 
     def __init__(self, book: PriceBook, tenant_id: str | None, at: datetime) -> None:
         self._book, self._tenant_id, self._at = book, tenant_id, at
 
-    def get(self, model: str) -> ModelPrice | None:
+    def get(self, model: str, dimensions: RequestDimensions | None = None) -> ModelPrice | None:
+        """The bound for ``model``; with the request's ``dimensions``, only the prices it can incur."""
         version = self._book.version_at(model, self._at)
         if version is None:
             return None
         card = self._book.card_at(self._tenant_id, model, self._at)
         cache = self._book._state.effective
-        key = ("bound", id(version), id(card))
+        threshold = version.long_context_threshold
+        if dimensions is not None and threshold is not None and dimensions.prompt_bound is not None:
+            # The prompt bound matters only against the threshold: keep the cache small.
+            dimensions = replace(dimensions, prompt_bound=threshold + 1 if dimensions.prompt_bound > threshold else 0)
+        elif dimensions is not None:
+            dimensions = replace(dimensions, prompt_bound=None)
+        key = ("bound", id(version), id(card), dimensions)
         bound = cache.get(key)
         if bound is None:
-            per_in, per_out = bound_prices(version, card)
+            per_in, per_out = bound_prices(version, card, dimensions)
             bound = cache[key] = ModelPrice(input=per_in, output=per_out, cached_input=per_in)
         return bound
 

@@ -30,7 +30,8 @@ __all__ = ["RerateModel", "RerateResult", "rerate"]
 
 # Billable rows only: what the accrual (and so the outbox) counted.
 _ROWS = """SELECT request_id, start_time, model, prompt_tokens, completion_tokens, cached_tokens,
-       reasoning_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cost_usd, price_version_id
+       reasoning_tokens, cache_write_5m_tokens, cache_write_1h_tokens, input_audio_tokens, input_image_tokens,
+       output_audio_tokens, cost_usd, price_version_id
 FROM litellm_usage
 WHERE tenant_id = %s AND start_time >= %s AND start_time < %s AND status = 'success'
   AND NOT (cache_hit AND cost_usd = 0)
@@ -119,6 +120,9 @@ def rerate(
                 row["cache_write_5m_tokens"],
                 row["cache_write_1h_tokens"],
                 row["reasoning_tokens"],
+                row["input_audio_tokens"],
+                row["input_image_tokens"],
+                row["output_audio_tokens"],
             )
             cost, version_id = book.cost(row["model"], usage, at=row["start_time"], tenant_id=tenant.id)
             if version_id is None:

@@ -34,17 +34,20 @@ __all__ = [
 FIRST_EFFECTIVE = datetime(1970, 1, 1, tzinfo=UTC)
 _VERSION_COLUMNS = """id, model, effective_from, input_per_mtok, output_per_mtok, cached_read_per_mtok,
     cache_write_5m_per_mtok, cache_write_1h_per_mtok, reasoning_per_mtok, long_context_threshold,
-    long_input_per_mtok, long_output_per_mtok, mode, source, created_by, reason"""
+    long_input_per_mtok, long_output_per_mtok, input_audio_per_mtok, output_audio_per_mtok, input_image_per_mtok,
+    mode, source, created_by, reason"""
 _INSERT_VERSION = (
     """INSERT INTO price_versions (model, effective_from, input_per_mtok, output_per_mtok,
     cached_read_per_mtok, cache_write_5m_per_mtok, cache_write_1h_per_mtok, reasoning_per_mtok,
-    long_context_threshold, long_input_per_mtok, long_output_per_mtok, mode, source, created_by, reason)
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    long_context_threshold, long_input_per_mtok, long_output_per_mtok, input_audio_per_mtok,
+    output_audio_per_mtok, input_image_per_mtok, mode, source, created_by, reason)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
     RETURNING """
     + _VERSION_COLUMNS
 )
 _CARD_COLUMNS = """id, tenant_id, model, multiplier, input_per_mtok, output_per_mtok, cached_read_per_mtok,
-    cache_write_5m_per_mtok, cache_write_1h_per_mtok, valid_from, valid_until, created_by, reason"""
+    cache_write_5m_per_mtok, cache_write_1h_per_mtok, input_audio_per_mtok, output_audio_per_mtok,
+    input_image_per_mtok, valid_from, valid_until, created_by, reason"""
 _LONG_TIER = re.compile(r"^input_cost_per_token_above_(\d+)k_tokens$")
 CACHE_WRITE_5M_FACTOR = Decimal("1.25")  # Anthropic: 5-minute cache writes cost 1.25x input
 CACHE_WRITE_1H_FACTOR = Decimal(2)  # and 1-hour cache writes 2x input
@@ -108,6 +111,10 @@ def config_versions(path: Path | None = None) -> list[PriceVersion]:
                 long_context_threshold=threshold,
                 long_input=long_in,
                 long_output=long_out if threshold is None or long_out is not None else None,
+                # LiteLLM's model_prices keys; absent: billed as plain input / output tokens.
+                input_audio=_per_mtok(info, "input_cost_per_audio_token", name),
+                output_audio=_per_mtok(info, "output_cost_per_audio_token", name),
+                input_image=_per_mtok(info, "input_cost_per_image_token", name),
                 mode=str(info.get("mode") or "chat"),
                 source="config",
                 created_by="db migrate",
@@ -179,6 +186,9 @@ class PriceStore:
                     version.long_context_threshold,
                     version.long_input,
                     version.long_output,
+                    version.input_audio,
+                    version.output_audio,
+                    version.input_image,
                     version.mode,
                     version.source,
                     version.created_by,
@@ -201,12 +211,16 @@ class PriceStore:
         long_context_threshold: int | None = None,
         long_input_per_mtok: Any = None,
         long_output_per_mtok: Any = None,
+        input_audio_per_mtok: Any = None,
+        output_audio_per_mtok: Any = None,
+        input_image_per_mtok: Any = None,
         mode: str | None = None,
         source: str = "cli",
         created_by: str = "cli",
         reason: str | None = None,
     ) -> PriceVersion:
-        """A new version from ``effective_at`` on (unset cache prices: the provider defaults)."""
+        """A new version from ``effective_at`` on (unset cache prices: the provider defaults; unset
+        audio / image prices: billed as plain input / output)."""
         model = (model or "").strip()
         if not model or len(model) > 200:
             raise InvalidInput("model must be a non-empty name of at most 200 characters")
@@ -241,6 +255,9 @@ class PriceStore:
             long_context_threshold=long_context_threshold,
             long_input=opt(long_input_per_mtok, "long-context input price"),
             long_output=opt(long_output_per_mtok, "long-context output price"),
+            input_audio=opt(input_audio_per_mtok, "input audio price"),
+            output_audio=opt(output_audio_per_mtok, "output audio price"),
+            input_image=opt(input_image_per_mtok, "input image price"),
             mode=mode or (previous[-1].mode if previous else "chat"),
             source=source,
             created_by=created_by,
@@ -293,8 +310,9 @@ class PriceStore:
             row = cur.execute(
                 f"""INSERT INTO rate_cards (tenant_id, model, multiplier, input_per_mtok, output_per_mtok,
                         cached_read_per_mtok, cache_write_5m_per_mtok, cache_write_1h_per_mtok,
+                        input_audio_per_mtok, output_audio_per_mtok, input_image_per_mtok,
                         valid_from, valid_until, created_by, reason)
-                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_CARD_COLUMNS}""",
+                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_CARD_COLUMNS}""",
                 (
                     tenant.id,
                     model or None,

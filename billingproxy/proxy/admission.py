@@ -13,7 +13,7 @@ from billingproxy.access import TenantLimits
 from billingproxy.budgets import BudgetExceeded, BudgetManager, BudgetStoreUnavailable
 from billingproxy.config import ProxySettings
 from billingproxy.errors import Refusal
-from billingproxy.metering import OUTPUT_LIMITS, PriceTable, max_cost, output_token_limit
+from billingproxy.metering import OUTPUT_LIMITS, PriceTable, max_cost, output_token_limit, request_dimensions
 from billingproxy.prices import ReservationPrices
 from billingproxy.proxy.catalog import ModelCatalog
 from billingproxy.proxy.contract import budget_refusal_headers
@@ -130,7 +130,9 @@ async def admit(
     limit_field = _OUTPUT_LIMIT_FIELD.get(call_type)
     if limit_field and output_token_limit(body) is None:
         body[limit_field] = settings.default_max_tokens  # the reservation below assumes this cap
-    amount = max_cost(prices, model, body, settings.default_max_tokens)
+    injects = catalog.injects_cache_control(model) if catalog is not None else True
+    dimensions = request_dimensions(body, call_type, injects_cache_control=injects)
+    amount = max_cost(prices, model, body, settings.default_max_tokens, dimensions)
     try:
         await budgets.reserve(request_id, limits.tenant_id, limits.budget_usd, limits.budget_period, amount)
     except BudgetExceeded as exc:

@@ -66,8 +66,14 @@ def usage_dict(usage: Any) -> dict[str, Any]:
                 lifetime: _get(writes, lifetime) or 0
                 for lifetime in ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
             },
+            # Priced apart where a price version sets audio / image prices.
+            "audio_tokens": _get(prompt_details, "audio_tokens") or 0,
+            "image_tokens": _get(prompt_details, "image_tokens") or 0,
         },
-        "completion_tokens_details": {"reasoning_tokens": _get(completion_details, "reasoning_tokens") or 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": _get(completion_details, "reasoning_tokens") or 0,
+            "audio_tokens": _get(completion_details, "audio_tokens") or 0,
+        },
     }
 
 

@@ -26,6 +26,7 @@ class ModelEntry:
     name: str
     provider_model: str
     variables: tuple[str, ...]  # every os.environ/NAME its litellm_params refer to
+    injects_cache_control: bool = False  # LiteLLM adds cache_control markers (cache writes possible)
 
     @property
     def missing(self) -> tuple[str, ...]:
@@ -36,6 +37,7 @@ class ModelCatalog:
     def __init__(self, entries: list[ModelEntry]) -> None:
         self.entries = entries
         self.names = frozenset(entry.name for entry in entries)
+        self.injecting = frozenset(entry.name for entry in entries if entry.injects_cache_control)
         # A model name can have several deployments: it is usable if any of them is configured.
         self.unconfigured = {
             entry.name: entry.missing
@@ -52,6 +54,11 @@ class ModelCatalog:
             raise ConfigError(f"cannot read {path}: {exc}") from None
         return cls([_entry(item) for item in config.get("model_list") or [] if item.get("model_name")])
 
+    def injects_cache_control(self, model: str) -> bool:
+        """Whether LiteLLM adds prompt-caching markers to this model's requests (any deployment);
+        an unknown model: assume so (the reservation stays an upper bound)."""
+        return model not in self.names or model in self.injecting
+
     def knows(self, model: str) -> bool:
         return model in self.names
 
@@ -67,4 +74,5 @@ def _entry(item: dict[str, Any]) -> ModelEntry:
     variables = tuple(
         sorted({value[len(_ENV_PREFIX) :] for value in params.values() if str(value).startswith(_ENV_PREFIX)})
     )
-    return ModelEntry(str(item["model_name"]), str(params.get("model", "")), variables)
+    injects = bool(params.get("cache_control_injection_points"))
+    return ModelEntry(str(item["model_name"]), str(params.get("model", "")), variables, injects)

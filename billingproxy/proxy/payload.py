@@ -95,6 +95,10 @@ def record_from_payload(
     completion = _int(payload.get("completion_tokens") or usage.get("completion_tokens"))
     cached = _detail(usage, "prompt_tokens_details", "cached_tokens") or _int(usage.get("cache_read_input_tokens"))
     reasoning = _detail(usage, "completion_tokens_details", "reasoning_tokens")
+    # By modality (OpenAI's usage object; LiteLLM fills image_tokens for the providers that count them).
+    audio_in = min(_detail(usage, "prompt_tokens_details", "audio_tokens"), prompt)
+    image_in = min(_detail(usage, "prompt_tokens_details", "image_tokens"), prompt - audio_in)
+    audio_out = min(_detail(usage, "completion_tokens_details", "audio_tokens"), completion)
     status = status or ("success" if payload.get("status") == "success" else "failure")
     model = str(payload.get("model_group") or payload.get("model") or "unknown")
     cache_hit = bool(payload.get("cache_hit"))
@@ -103,7 +107,9 @@ def record_from_payload(
     write_5m, write_1h = cache_writes(usage)
     if price_book is not None:
         # Priced by the request's start time: every instance bills a change from the same instant.
-        tokens = TokenUsage(prompt, completion, min(cached, prompt), write_5m, write_1h, reasoning)
+        tokens = TokenUsage(
+            prompt, completion, min(cached, prompt), write_5m, write_1h, reasoning, audio_in, image_in, audio_out
+        )
         list_cost, version_id = price_book.cost(model, tokens, at=start, tenant_id=str(tenant_id))
         if charged(status, cache_hit, bill_cache_hits):
             cost = list_cost
@@ -142,6 +148,9 @@ def record_from_payload(
         price_version_id=version_id,
         cache_write_5m_tokens=write_5m,
         cache_write_1h_tokens=write_1h,
+        input_audio_tokens=audio_in,
+        input_image_tokens=image_in,
+        output_audio_tokens=audio_out,
         end_user=attribution.end_user,
         tags=attribution.tags,
         client_request_id=attribution.client_request_id,

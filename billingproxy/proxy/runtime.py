@@ -62,7 +62,7 @@ def _price_book() -> PriceBook:
             return book
     except Exception as exc:  # noqa: BLE001 - start anyway; the follower retries
         _log.warning("price book not loaded at start (%s): billing from config.yaml until it is", type(exc).__name__)
-        return PriceBook.from_table(prices())
+        return PriceBook.from_config()
 
 
 _follower: asyncio.Task | None = None

@@ -31,6 +31,9 @@ class PriceCreate(Strict):
     long_context_threshold: int | None = None
     long_input_per_mtok: Price | None = None
     long_output_per_mtok: Price | None = None
+    input_audio_per_mtok: Price | None = None
+    output_audio_per_mtok: Price | None = None
+    input_image_per_mtok: Price | None = None
     reason: str | None = None
 
 
@@ -43,6 +46,9 @@ class RateCardCreate(Strict):
     cached_read_per_mtok: Price | None = None
     cache_write_per_mtok: Price | None = None
     cache_write_1h_per_mtok: Price | None = None
+    input_audio_per_mtok: Price | None = None
+    output_audio_per_mtok: Price | None = None
+    input_image_per_mtok: Price | None = None
     valid_from: str
     valid_until: str | None = None
     reason: str | None = None
@@ -96,6 +102,9 @@ def create_rate_card(body: RateCardCreate, store: Store) -> dict[str, Any]:
             "cached_read": _exact(body.cached_read_per_mtok),
             "cache_write_5m": _exact(body.cache_write_per_mtok),
             "cache_write_1h": _exact(body.cache_write_1h_per_mtok),
+            "input_audio": _exact(body.input_audio_per_mtok),
+            "output_audio": _exact(body.output_audio_per_mtok),
+            "input_image": _exact(body.input_image_per_mtok),
         },
         created_by="admin api",
         reason=body.reason,

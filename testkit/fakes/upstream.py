@@ -14,7 +14,16 @@ Directives in the request text steer one request (safe under concurrency):
 * ``[[reasoning:N]]``         report N reasoning tokens
 * ``[[cache_write:N]]``       (Anthropic) report N cache-creation tokens, 5-minute cache
 * ``[[cache_write_1h:N]]``    (Anthropic) of which N more for the 1-hour cache (``cache_creation`` split)
+* ``[[audio_in:N]]``          N more prompt tokens, reported as input audio tokens
+* ``[[audio_out:N]]``         N of the completion tokens reported as output audio tokens
+* ``[[image_details:1]]``     report the image parts' tokens as ``prompt_tokens_details.image_tokens``
 * ``[[latency:MS]]``          wait MS before answering
+
+The modality details follow OpenAI's usage object (platform.openai.com/docs/api-reference/chat/object,
+``usage``): ``prompt_tokens_details.audio_tokens`` and ``completion_tokens_details.audio_tokens``
+are parts of ``prompt_tokens`` and ``completion_tokens``. OpenAI reports no image tokens on chat
+completions; LiteLLM's ``PromptTokensDetailsWrapper.image_tokens`` carries them for the providers
+that count them (Gemini's modality breakdown), which ``[[image_details:1]]`` stands in for.
 
 Like the real API, ``n`` > 1 returns n choices and bills every one (``usage.completion_tokens``
 is their sum), and each ``image_url`` part costs image tokens (765, not its URL's length).
@@ -87,12 +96,16 @@ class Scenario:
         self.cache_write_1h = int(directives.get("cache_write_1h", 0))
         # An image costs tokens by its size, not its URL: OpenAI's high detail, 1024x1024, is
         # 85 + 170 x 4 tiles = 765 (platform.openai.com/docs/guides/images-vision, "Calculating costs").
-        self.prompt_tokens = max(1, len(text.split())) + IMAGE_TOKENS * _image_parts(body.get("messages"))
+        self.image_tokens = IMAGE_TOKENS * _image_parts(body.get("messages"))
+        self.report_images = directives.get("image_details") == "1"
+        self.audio_in = int(directives.get("audio_in", 0))
+        self.prompt_tokens = max(1, len(text.split())) + self.image_tokens + self.audio_in
         # `n` completions are generated and billed: usage.completion_tokens counts every choice.
         n = body.get("n")
         self.choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
         max_tokens = body.get("max_tokens") or body.get("max_output_tokens") or body.get("max_completion_tokens")
         self.completion_tokens = int(max_tokens) if max_tokens else DEFAULT_COMPLETION_TOKENS
+        self.audio_out = min(int(directives.get("audio_out", 0)), self.completion_tokens)
         self.model = str(body.get("model", "fake-model"))
         self.stream = bool(body.get("stream"))
 
@@ -105,8 +118,15 @@ class Scenario:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": completion,
             "total_tokens": self.prompt_tokens + completion,
-            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
-            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+            "prompt_tokens_details": {
+                "cached_tokens": self.cached_tokens,
+                "audio_tokens": self.audio_in,
+                **({"image_tokens": self.image_tokens} if self.report_images else {}),
+            },
+            "completion_tokens_details": {
+                "reasoning_tokens": self.reasoning_tokens,
+                "audio_tokens": self.audio_out * self.choices,
+            },
         }
 
 

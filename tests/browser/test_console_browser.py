@@ -3,7 +3,7 @@ the real litellm proxy and PostgreSQL: log in, spend == the rows, a key made in 
 through the proxy, a suspension makes the proxy refuse, the portal's invoice preview == the
 database's billable sum, and nothing of another tenant is reachable.
 
-Screenshots of the overview, a tenant page and the portal are written to ``$CONSOLE_SCREENSHOTS``
+Screenshots of the overview, a tenant page, the prices page and the portal are written to ``$CONSOLE_SCREENSHOTS``
 (``docs/screenshots`` for the README: ``CONSOLE_SCREENSHOTS=docs/screenshots make test-browser``),
 else to a temporary directory.
 """
@@ -22,6 +22,7 @@ import pytest
 
 from billingproxy import db
 from billingproxy.errors import NotFound
+from billingproxy.prices import PriceStore
 from billingproxy.tenants import TenantStore
 from testkit.billing import make_relay
 from testkit.support import MASTER_KEY, REPO, wait_until
@@ -236,7 +237,30 @@ def test_5_the_portal_reaches_nothing_of_another_tenant(browser_context, billing
     portal.close()
 
 
-def test_6_a_revoked_portal_link_is_gone(page, browser_context, billing_service, demo):
+def test_6_the_prices_page_shows_the_book_and_the_rate_cards(page, billing_service, demo, database_url, shots):
+    tenant = demo["tenant"]
+    later = datetime.now(UTC) + timedelta(days=7)
+    with db.connect(database_url) as conn:
+        store = PriceStore(conn)
+        version = store.set_price("gpt-4o-mini", input_per_mtok="0.12", output_per_mtok="0.5", effective_at=later)
+        card = store.set_rate_card(tenant.id, "gpt-4o", valid_from=datetime.now(UTC), multiplier="0.9", reason="pilot")
+    page.goto(billing_service.url + "/console/prices")
+    if "/console/login" in page.url:  # run alone (-k): log in first
+        page.fill("#master_key", MASTER_KEY)
+        page.click("#login")
+        page.wait_for_url(billing_service.url + "/console/prices")
+    in_force = page.locator("#prices tr[data-model='gpt-4o'] td")
+    assert in_force.nth(3).inner_text() == "2.5" and in_force.nth(4).inner_text() == "10"
+    audio = page.locator("#prices tr[data-model='gpt-4o-audio-preview'] td")
+    assert (audio.nth(10).inner_text(), audio.nth(11).inner_text()) == ("40", "80")
+    scheduled = page.locator(f"#scheduled tr[data-version='{version.id}'] td")
+    assert scheduled.nth(0).inner_text() == "gpt-4o-mini" and scheduled.nth(3).inner_text() == "0.12"
+    row = page.locator(f"#ratecards tr[data-card='{card.id}']")
+    assert "active" in row.inner_text() and "0.9" in row.inner_text() and tenant.name in row.inner_text()
+    screenshot(page, shots / "prices.png", full_page=True)
+
+
+def test_7_a_revoked_portal_link_is_gone(page, browser_context, billing_service, demo):
     tenant = demo["tenant"]
     page.goto(f"{billing_service.url}/console/tenants/{tenant.id}")
     if "/console/login" in page.url:  # the previous test dropped the cookies: log in again

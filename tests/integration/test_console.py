@@ -9,6 +9,7 @@ import re
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -222,7 +223,48 @@ def test_pages_show_the_rollups(operator, world):
     assert cells[:2] == [f"{all_time:,}", f"{sent:,}"] and expected <= all_time  # billable, reported
     assert sent == world["stripe"].totals()["cus_alpha"]
     prices = operator.get("/console/prices").text
-    assert "gpt-4o" in prices and "0.0000025" in prices
+    assert 'data-model="gpt-4o"' in prices and '<td class="n">2.5</td>' in prices  # USD per Mtok
+
+
+def test_prices_page_shows_the_book_scheduled_versions_unpriced_models_and_rate_cards(
+    operator, world, tmp_path, monkeypatch
+):
+    config = tmp_path / "config.yaml"
+    text = (Path(__file__).parents[2] / "config.yaml").read_text()
+    config.write_text(
+        text.replace(
+            "model_list:\n", "model_list:\n  - model_name: not-in-the-book\n    litellm_params: {model: openai/x}\n", 1
+        )
+    )
+    monkeypatch.setenv("BILLINGPROXY_CONFIG", str(config))
+    later = world["now"] + timedelta(days=3)
+    with db.connect(world["url"]) as conn:
+        store = PriceStore(conn)
+        upcoming = store.set_price(
+            "gpt-4o", input_per_mtok="2", output_per_mtok="8", input_audio_per_mtok="40", effective_at=later,
+            reason="announced cut",
+        )  # fmt: skip
+        carded = store.set_rate_card(
+            world["beta"].id, "gpt-4o", valid_from=later, fixed={"input": "1.5"}, reason="contract 2027"
+        )
+    page = operator.get("/console/prices").text
+    in_force = re.search(r'<table id="prices">(.*?)</table>', page, re.S).group(1)
+    scheduled = re.search(r'<table id="scheduled">(.*?)</table>', page, re.S).group(1)
+    assert 'data-model="gpt-4o"' in in_force and f'data-version="{upcoming.id}"' not in in_force
+    row = re.search(rf'data-version="{upcoming.id}">(.*?)</tr>', scheduled, re.S).group(1)
+    assert "announced cut" in row and re.findall(r'<td class="n">([^<]*)</td>', row)[1:3] == ["2", "8"]
+    assert ">40</td>" in row  # the audio price, where set
+    unpriced = re.search(r'<div class="panel" id="unpriced">(.*?)</div>', page, re.S).group(1)
+    assert 'data-model="not-in-the-book"' in unpriced and "model_not_priced" in unpriced
+    assert 'data-model="gpt-4o"' not in unpriced
+    cards = re.search(r'<table id="ratecards">(.*?)</table>', page, re.S).group(1)
+    assert re.search(r'data-state="active">.*?alpha.*?all models.*?>1\.25<', cards, re.S)
+    assert re.search(
+        rf'data-card="{carded.id}" data-state="scheduled">.*?beta.*?gpt-4o.*?>1\.5<.*?contract 2027', cards, re.S
+    )
+    only_beta = operator.get("/console/prices", params={"tenant": "beta"}).text
+    assert f'data-card="{carded.id}"' in only_beta and "alpha</a>" not in only_beta
+    assert operator.get("/console/prices", params={"tenant": "nobody"}).status_code == 404
 
 
 def test_invoice_preview_equals_the_billable_sum_and_what_was_reported(operator, world):

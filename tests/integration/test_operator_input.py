@@ -205,6 +205,30 @@ def test_doctor_names_what_is_wrong_and_passes_when_nothing_is(database_url, tmp
     )
 
 
+def test_doctor_fails_for_a_configured_model_without_a_price_in_force(database_url, tmp_path):
+    model = unique("new-model")
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    demo = next(m for m in config["model_list"] if m["model_name"] == "demo")
+    config["model_list"] = [demo, {**demo, "model_name": model}]  # added after `db migrate` ran
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {"BILLINGPROXY_CONFIG": str(path), "PROXY_MASTER_KEY": ADMIN, "BILLINGPROXY_BILLING_SINK": "webhook"}
+    later = "2030-01-01T00:00:00+00:00"
+    assert cli(database_url, "prices", "set", model, "--input-per-mtok", "1", "--output-per-mtok", "2",
+               "--effective-at", later).returncode == 0  # fmt: skip
+    unpriced = cli(database_url, "doctor", **env)
+    assert unpriced.returncode == 1, unpriced.stdout
+    (line,) = [line for line in unpriced.stdout.splitlines() if line.startswith("FAIL")]
+    assert f"price {model}" in line and "model_not_priced" in line and f"takes effect {later}" in line
+    assert f"prices set {model} --input-per-mtok" in line
+    as_json = json.loads(cli(database_url, "doctor", "--json", **env).stdout)
+    assert [f["check"] for f in as_json if not f["ok"]] == [f"price {model}"]
+    assert cli(database_url, "prices", "set", model, "--input-per-mtok", "1", "--output-per-mtok", "2",
+               "--effective-at", "2026-01-01T00:00:00Z").returncode == 0  # fmt: skip
+    priced = cli(database_url, "doctor", **env)
+    assert priced.returncode == 0 and "all 2 configured models priced" in priced.stdout, priced.stdout
+
+
 def test_a_model_without_provider_credentials_is_refused_at_once(tmp_path, upstream, database_url, conn):
     config = test_config(upstream.base_url)
     config["model_list"].append(

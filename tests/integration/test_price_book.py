@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 from click.testing import CliRunner
@@ -18,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from billingproxy import db
 from billingproxy.cli import main as cli
+from billingproxy.metering import prompt_token_bound
 from billingproxy.service import create_app
 from testkit.billing import drain, expected_micro_usd, make_relay
 from testkit.fakes.stripe_api import FakeStripe
@@ -25,6 +27,7 @@ from testkit.fakes.upstream import FakeUpstream
 from testkit.support import (
     MASTER_KEY,
     ProxyProcess,
+    budget_of,
     create_migrated_database,
     drop_database,
     tenant_with_token,
@@ -198,6 +201,88 @@ def test_anthropic_cache_writes_are_billed_at_their_own_price_stream_and_not(pro
     assert expected - (Decimal(17) * 3 + 3 * Decimal("0.3") + 5 * 15) / MTOK == Decimal("0.0000165")
 
 
+def test_audio_tokens_are_billed_at_their_own_price_stream_and_not(proxies, book_db, run_cli):
+    tenant_id, token = tenant_with_token(book_db, "audio")
+    model = "gpt-4o-audio-preview"  # config.yaml: input 2.5, output 10, audio in 40, audio out 80 per Mtok
+    (listed,) = run_cli("prices", "list", "--model", model, "--json")
+    assert (listed["input_audio_per_mtok"], listed["output_audio_per_mtok"]) == ("40", "80")
+    assert listed["input_image_per_mtok"] is None
+    chat(proxies[0], token, model, 20, 5, "[[audio_in:7]] [[audio_out:3]]")
+    chat(proxies[1], token, model, 20, 5, "[[audio_in:7]] [[audio_out:3]]", stream=True)
+    rows = wait_rows(book_db, tenant_id, 2)
+    expected = (20 * Decimal("2.5") + 7 * 40 + 2 * 10 + 3 * 80) / MTOK
+    assert sorted(
+        (r["stream"], r["prompt_tokens"], r["input_audio_tokens"], r["output_audio_tokens"], r["cost_usd"])
+        for r in rows
+    ) == [(False, 27, 7, 3, expected), (True, 27, 7, 3, expected)]
+    assert {r["price_version_id"] for r in rows} == {listed["id"]}
+    # A re-rate prices the audio tokens again from the rows: nothing to change.
+    period = [(rows[0]["start_time"] - timedelta(seconds=1)).isoformat(), datetime.now(UTC).isoformat()]
+    dry = run_cli("prices", "rerate", "--tenant", tenant_id, "--from", period[0], "--to", period[1], "--json")
+    assert [(m["model"], m["rows"], m["changed"]) for m in dry["models"]] == [(model, 2, 0)]
+    # A rate card may fix the audio prices alone: the text prices stay the list's.
+    carded_id, carded_token = tenant_with_token(book_db, "audio-card")
+    start = datetime.now(UTC) + timedelta(seconds=2)
+    card = run_cli(
+        "ratecard", "set", carded_id, model, "--input-audio-per-mtok", "20", "--output-audio-per-mtok", "50.5",
+        "--from", start.isoformat(), "--json",
+    )  # fmt: skip
+    assert (card["input_audio_per_mtok"], card["output_audio_per_mtok"], card["input_per_mtok"]) == ("20", "50.5", None)
+    wait_until(lambda: datetime.now(UTC) > start, what="the rate card's start")
+    chat(proxies[0], carded_token, model, 20, 5, "[[audio_in:7]] [[audio_out:3]]")
+    (carded,) = wait_rows(book_db, carded_id, 1)
+    assert carded["cost_usd"] == (20 * Decimal("2.5") + 7 * 20 + 2 * 10 + 3 * Decimal("50.5")) / MTOK
+
+
+def test_image_tokens_are_billed_at_their_own_price_where_the_payload_reports_them(proxies, book_db, run_cli):
+    tenant_id, token = tenant_with_token(book_db, "image")
+    model = "gemini-2.0-flash"
+    version = run_cli(
+        "prices", "set", model, "--input-per-mtok", "0.1", "--output-per-mtok", "0.4",
+        "--input-image-per-mtok", "0.25", "--reason", "image tokens priced apart",
+        "--effective-at", (effective := datetime.now(UTC) + timedelta(seconds=2)).isoformat(), "--json",
+    )  # fmt: skip
+    assert version["input_image_per_mtok"] == "0.25" and version["input_audio_per_mtok"] is None
+    wait_until(lambda: datetime.now(UTC) > effective, what="the effective instant")
+    image = {"type": "image_url", "image_url": {"url": "https://example.invalid/cat.png"}}
+    for text, stream in (("look [[image_details:1]]", False), ("look [[image_details:1]]", True), ("look", False)):
+        oa = client(proxies[0], token)
+        messages = [{"role": "user", "content": [{"type": "text", "text": text}, image]}]
+        if stream:
+            with oa.chat.completions.create(model=model, messages=messages, max_tokens=4, stream=True) as chunks:
+                for _ in chunks:
+                    pass
+        else:
+            oa.chat.completions.create(model=model, messages=messages, max_tokens=4)
+    rows = wait_rows(book_db, tenant_id, 3)
+    # 765 image tokens (the fake's high-detail 1024x1024 image) + the text's words.
+    reported = (2 * Decimal("0.1") + 765 * Decimal("0.25") + 4 * Decimal("0.4")) / MTOK
+    unreported = (766 * Decimal("0.1") + 4 * Decimal("0.4")) / MTOK  # not reported: plain input
+    assert sorted((r["stream"], r["input_image_tokens"], r["cost_usd"]) for r in rows) == sorted(
+        [(False, 765, reported), (True, 765, reported), (False, 0, unreported)]
+    )
+
+
+def test_a_reservation_prices_cache_writes_only_when_the_request_can_write_a_cache(proxies, book_db):
+    model = "claude-sonnet-4"  # input 3, cached read 0.3, writes 3.75 (5 m) / 6 (1 h), output 15 per Mtok
+    text = " ".join(["w"] * 4000)
+    plain = {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 1}
+    part = {"type": "text", "text": text, "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+    marked = {**plain, "messages": [{"role": "user", "content": [part]}]}
+    bound_plain = (prompt_token_bound(plain) * 3 + 15) / MTOK  # no marker: no cache write can occur
+    bound_marked = (prompt_token_bound(marked) * 6 + 15) / MTOK  # a 1-hour marker: the 1-hour write price
+    budget = budget_of(bound_plain * Decimal("1.2"))
+    assert budget < bound_marked  # room for the plain request's bound, not for the marked one's
+    tenant_id, token = tenant_with_token(book_db, "reserve", budget_usd=budget)
+    headers = {"Authorization": f"Bearer {token}"}
+    refused = httpx.post(proxies[0].url + "/v1/chat/completions", json=marked, headers=headers, timeout=30)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded", refused.text
+    served = httpx.post(proxies[0].url + "/v1/chat/completions", json=plain, headers=headers, timeout=30)
+    assert served.status_code == 200, served.text
+    rows = wait_rows(book_db, tenant_id, 2)
+    assert [r["status"] for r in rows] == ["rejected", "success"] and rows[1]["cost_usd"] <= bound_plain
+
+
 def test_a_long_context_request_is_billed_at_the_tier_price(proxies, book_db, run_cli):
     tenant_id, token = tenant_with_token(book_db, "long")
     model = "gpt-4o"
@@ -285,7 +370,39 @@ def test_admin_api_lists_and_sets_prices(book_db, monkeypatch):
             },
         )
         assert bad.status_code == 400 and "non-negative" in bad.json()["error"]["message"]
+        audio = http.post(
+            "/admin/prices",
+            headers=headers,
+            json={
+                "model": model,
+                "input_per_mtok": "1.1",
+                "output_per_mtok": "2.2",
+                "input_audio_per_mtok": 40,
+                "output_audio_per_mtok": "80.5",
+                "input_image_per_mtok": 0.25,
+                "effective_at": "2026-01-03T00:00:00Z",
+            },
+        )
+        assert audio.status_code == 201, audio.text
+        modalities = ("input_audio_per_mtok", "output_audio_per_mtok", "input_image_per_mtok")
+        assert [audio.json()[k] for k in modalities] == ["40", "80.5", "0.25"]
         assert http.get("/admin/prices").status_code == 401
+        tenant_id, _ = tenant_with_token(book_db, "apicard")
+        card = http.post(
+            "/admin/ratecards",
+            headers=headers,
+            json={"tenant": tenant_id, "model": model, "input_image_per_mtok": "0.2", "valid_from": "2026-01-01"},
+        )
+        assert card.status_code == 201, card.text
+        assert (card.json()["input_image_per_mtok"], card.json()["multiplier"]) == ("0.2", None)
+        listed = http.get("/admin/ratecards", headers=headers, params={"tenant": tenant_id}).json()
+        assert [(c["id"], c["model"], c["input_image_per_mtok"]) for c in listed] == [(card.json()["id"], model, "0.2")]
+        both = http.post(
+            "/admin/ratecards",
+            headers=headers,
+            json={"tenant": tenant_id, "multiplier": 2, "output_audio_per_mtok": 1, "valid_from": "2026-01-01"},
+        )
+        assert both.status_code == 400 and "not both" in both.json()["error"]["message"]
 
 
 def test_a_rate_card_from_mid_period_prices_rows_after_it_and_the_outbox_bills_the_carded_sum(
@@ -392,6 +509,51 @@ def test_rerate_after_a_corrected_price_sends_exactly_the_difference_and_twice_i
     events = fake_stripe.calls["meter_events"]
     drain(relay, book_db)
     assert fake_stripe.calls["meter_events"] == events and fake_stripe.totals()[customer] == billed
+
+
+def test_a_rerate_decrease_sends_nothing_and_is_netted_against_the_next_usage(
+    proxies, book_db, run_cli, fake_stripe: FakeStripe, monkeypatch
+):
+    monkeypatch.setenv("BILLINGPROXY_BILLING_WINDOW_S", "1")
+    customer = f"cus_{uuid.uuid4().hex[:14]}"
+    tenant_id, token = tenant_with_token(book_db, "decrease", stripe_customer_id=customer)
+    model = "gpt-4o-mini"
+    began = datetime.now(UTC)
+    for proxy in proxies:
+        chat(proxy, token, model, 1000, 300)
+    rows = wait_rows(book_db, tenant_id, 2)
+    windows_closed(rows)
+    relay = make_relay(book_db, fake_stripe)
+    drain(relay, book_db)
+    first = fake_stripe.totals()[customer]
+    # A lower price from before the first request: the tenant was over-billed.
+    run_cli(
+        "prices", "set", model, "--input-per-mtok", "0.05", "--output-per-mtok", "0.2",
+        "--effective-at", (began - timedelta(seconds=1)).isoformat(), "--reason", "price cut",
+    )  # fmt: skip
+    window = ["--tenant", tenant_id, "--from", (began - timedelta(minutes=1)).isoformat()]
+    window += ["--to", (datetime.now(UTC) + timedelta(minutes=1)).isoformat()]
+    applied = run_cli("prices", "rerate", *window, "--apply")
+    assert "carried against the tenant's next usage" in applied and "nothing is sent now" in applied
+    events = fake_stripe.calls["meter_events"]
+    drain(relay, book_db)
+    with db.connect(book_db) as conn:
+        lowered = expected_micro_usd(conn, tenant_id)
+    assert lowered < first  # the database says less than Stripe holds …
+    assert (
+        fake_stripe.calls["meter_events"] == events and fake_stripe.totals()[customer] == first
+    )  # … no negative event
+    # The next usage pays the decrease back first: Stripe receives only what exceeds it.
+    for proxy in proxies:
+        chat(proxy, token, model, 10, 12_000)  # 12,000 output tokens at 0.2: 2,400 µ$ each, more than the decrease
+    later = wait_rows(book_db, tenant_id, 4)
+    windows_closed(later)
+    drain(relay, book_db)
+    with db.connect(book_db) as conn:
+        billed = expected_micro_usd(conn, tenant_id)
+    new_usage = sum(r["cost_usd"] for r in later[2:]) * 1_000_000
+    assert fake_stripe.totals()[customer] == billed  # equal again
+    assert abs(fake_stripe.totals()[customer] - first - (new_usage - (first - lowered))) <= 1  # the decrease netted
 
 
 def test_migration_turns_a_price_multiplier_into_a_rate_card(pg_server):

@@ -3,12 +3,14 @@ bound, the schedule by start time, and LiteLLM's cache-write fields."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
 from billingproxy.errors import InvalidInput
+from billingproxy.metering import max_cost, prompt_token_bound, request_dimensions
 from billingproxy.prices import PriceBook, PriceVersion, RateCard, TokenUsage, parse_price, request_cost
 from billingproxy.prices.model import bound_prices
 from billingproxy.proxy.payload import cache_writes
@@ -34,6 +36,22 @@ def test_reasoning_priced_apart_only_when_the_version_says_so():
     assert request_cost(version(reasoning=D(20)), usage) == (6 * D(15) + 4 * D(20)) / 1_000_000
 
 
+def test_audio_and_image_tokens_are_billed_at_their_own_price_or_as_plain_tokens():
+    usage = TokenUsage(prompt=100, completion=20, cached_read=10, input_audio=30, input_image=40, output_audio=5)
+    plain = (90 * D(3) + 10 * D("0.3") + 20 * D(15)) / 1_000_000
+    assert request_cost(version(), usage) == plain  # no audio / image prices: as before
+    priced = version(input_audio=D(40), input_image=D(2), output_audio=D(80), reasoning=D(20))
+    expected = (20 * D(3) + 10 * D("0.3") + 30 * D(40) + 40 * D(2) + 15 * D(15) + 5 * D(80)) / 1_000_000
+    assert request_cost(priced, usage) == expected
+    # Counts beyond what the totals allow are clamped (a buggy upstream never bills more tokens).
+    odd = TokenUsage(prompt=10, completion=2, cached_read=4, input_audio=50, input_image=50, output_audio=9)
+    assert request_cost(priced, odd) == (4 * D("0.3") + 6 * D(40) + 2 * D(80)) / 1_000_000
+    # A multiplier card scales them; the reservation bound covers them.
+    card = RateCard(1, "t", None, T0, None, multiplier=D(2))
+    assert request_cost(priced, usage, card) == expected * 2
+    assert bound_prices(priced, None) == (D(40) / 1_000_000, D(80) / 1_000_000)
+
+
 def test_long_context_tier_above_the_threshold_scales_cache_prices_like_input():
     v = version(long_context_threshold=100, long_input=D(6), long_output=D("22.5"))
     assert request_cost(v, TokenUsage(prompt=100, completion=1)) == (100 * D(3) + D(15)) / 1_000_000
@@ -53,6 +71,42 @@ def test_the_reservation_bound_is_the_dearest_dimension_of_either_tier():
     v = version(long_context_threshold=100, long_input=D(6), long_output=D("22.5"))
     per_in, per_out = bound_prices(v, None)
     assert (per_in, per_out) == (D(12) / 1_000_000, D("22.5") / 1_000_000)  # 1-hour write in the tier
+
+
+def test_the_reservation_bound_counts_only_the_dimensions_the_request_can_incur():
+    v = version(long_context_threshold=10_000, long_input=D(6), long_output=D("22.5"), input_audio=D(40))
+    v = replace(v, output_audio=D(80), input_image=D(5))
+    text = {"model": "claude", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+    plain = request_dimensions(text, "acompletion")
+    assert not (plain.cache_write or plain.cache_write_1h or plain.input_audio or plain.input_image)
+    assert bound_prices(v, None, plain) == (D(3) / 1_000_000, D(15) / 1_000_000)  # no tier: prompt ≤ 10,000
+    marked = {**text, "system": [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral"}}]}
+    assert bound_prices(v, None, request_dimensions(marked, "acompletion"))[0] == D("3.75") / 1_000_000
+    hour = {**text, "tools": [{"name": "t", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]}
+    assert bound_prices(v, None, request_dimensions(hour, "acompletion"))[0] == D(6) / 1_000_000
+    top = {**text, "cache_control": {"type": "ephemeral", "ttl": "1h"}}  # a whole-request marker
+    assert bound_prices(v, None, request_dimensions(top, "anthropic_messages"))[0] == D(6) / 1_000_000
+    injected = request_dimensions(text, "acompletion", injects_cache_control=True)
+    assert bound_prices(v, None, injected)[0] == D(6) / 1_000_000
+    audio = {**text, "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}
+    assert bound_prices(v, None, request_dimensions(audio, "acompletion"))[0] == D(40) / 1_000_000
+    image = {**text, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}
+    assert bound_prices(v, None, request_dimensions(image, "acompletion"))[0] == D(5) / 1_000_000
+    speaking = {**text, "modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}
+    assert bound_prices(v, None, request_dimensions(speaking, "acompletion"))[1] == D(80) / 1_000_000
+    long = {**text, "messages": [{"role": "user", "content": "x" * 20_000}]}  # the prompt bound passes 10,000
+    assert bound_prices(v, None, request_dimensions(long, "acompletion")) == (D(6) / 1_000_000, D("22.5") / 1_000_000)
+    # An unknown route, or no dimensions at all: every dimension, as before.
+    assert request_dimensions(text, "allm_passthrough_route").cache_write_1h
+    assert bound_prices(v, None) == bound_prices(v, None, request_dimensions(text, "allm_passthrough_route"))
+    # The book's cached bounds keep requests apart, and the amount is the bound times the body's bound.
+    book = PriceBook([v], [])
+    prices = book.for_tenant(None, T0 + timedelta(hours=1))
+    assert prices.get("claude", plain).input == D(3) / 1_000_000
+    assert prices.get("claude", request_dimensions(hour, "acompletion")).input == D(6) / 1_000_000
+    assert prices.get("claude").input == D(40) / 1_000_000 * 2  # the long tier's audio price: all dimensions
+    expected = prompt_token_bound(text) * D(3) / 1_000_000 + 5 * D(15) / 1_000_000
+    assert max_cost(prices, "claude", text, 4096, plain) == expected
 
 
 def test_the_schedule_prices_by_start_time_and_cards_by_their_period():
@@ -90,3 +144,16 @@ def test_operator_prices_are_exact_or_refused(bad):
 
 def test_exact_prices_are_kept_exactly():
     assert parse_price("2.50", "p") == D("2.50") and parse_price(0.1, "p") == D("0.1")
+
+
+def test_the_provisional_book_from_config_has_every_imported_dimension():
+    """Without the database at start, config.yaml bills as `db migrate` would import it."""
+    from pathlib import Path
+
+    book = PriceBook.from_config(Path(__file__).parents[2] / "config.yaml")
+    audio = TokenUsage(prompt=10, completion=4, input_audio=6, output_audio=3)
+    expected = (4 * D("2.5") + 6 * 40 + 10 + 3 * 80) / 1_000_000
+    assert book.cost("gpt-4o-audio-preview", audio, at=T0) == (expected, None)
+    writes = TokenUsage(prompt=10, completion=0, cache_write_5m=4, cache_write_1h=2)
+    cost, version_id = book.cost("claude-sonnet-4", writes, at=T0)
+    assert (cost, version_id) == ((4 * D(3) + 4 * D("3.75") + 2 * D(6)) / 1_000_000, None)

@@ -20,7 +20,8 @@ from psycopg import sql
 
 from billingproxy.billing import MICRO
 from billingproxy.budgets import period_status
-from billingproxy.tenants import period_start
+from billingproxy.prices import PriceStore, PriceVersion
+from billingproxy.tenants import TenantStore, period_start
 
 ZERO = Decimal(0)
 LATE_AFTER = timedelta(minutes=10)  # a pending entry older than this missed several relay passes
@@ -421,3 +422,30 @@ def customers_reconciliation(conn: psycopg.Connection, cost_meter: str | None) -
         row["billable"] = int(exact.to_integral_value(ROUND_FLOOR))
         row["difference"] = row["billable"] - row["reported"]
     return rows
+
+
+def price_book(conn: psycopg.Connection, configured: list[str], at: datetime, tenant_id: str | None = None) -> dict:
+    """The price book as the proxies bill from it: per model the version in force at ``at`` and the
+    versions scheduled after it, the configured models with none in force (refused: 503
+    ``model_not_priced``), and the rate cards (one tenant's, or everyone's) with their state."""
+    store = PriceStore(conn)
+    in_force: dict[str, PriceVersion] = {}
+    scheduled: list[PriceVersion] = []
+    for version in store.versions():  # by model, then effective_from: the last one not after `at` wins
+        if version.effective_from <= at:
+            in_force[version.model] = version
+        else:
+            scheduled.append(version)
+    names = {t.id: t.name for t in TenantStore(conn).list_tenants()}
+    cards = []
+    for card in store.rate_cards(tenant_id):
+        state = "active" if card.covers(at) else ("scheduled" if card.valid_from > at else "ended")
+        cards.append({**card.to_json(), "tenant_name": names.get(card.tenant_id, card.tenant_id), "state": state})
+    conn.commit()
+    return {
+        "in_force": [in_force[m].to_json() for m in sorted(in_force)],
+        "scheduled": [v.to_json() for v in scheduled],
+        "unpriced": sorted(set(configured) - set(in_force)),
+        "cards": cards,
+        "at": at,
+    }

@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from billingproxy.config import BillingSettings
 from billingproxy.errors import InvalidInput, NotFound
-from billingproxy.metering import PriceError, PriceTable
+from billingproxy.metering import PriceError
+from billingproxy.prices import config_models
 from billingproxy.service.console import charts, pages
 from billingproxy.service.console.links import MAX_DAYS, LinkGone, PortalLinks, portal_url
 from billingproxy.service.console.session import (
@@ -53,7 +54,6 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Pragma": "no-cache",
 }
-PRICE_BOOK_TABLES = ("price_book", "price_books", "model_prices", "rate_cards")
 
 
 class _SecureRoute(APIRoute):
@@ -530,26 +530,25 @@ def console_router(
         return render(request, "billing.html", db(work))
 
     @router.get("/console/prices")
-    def prices_page(request: Request) -> Response:
+    def prices_page(request: Request, tenant: str | None = None) -> Response:
+        """Read-only: the price book in force and scheduled, unpriced models, rate cards."""
         if current_session(request) is None:
             return to_login(request)
         try:
-            table = PriceTable.from_config(price_config)
-            prices = [(m, table.get(m)) for m in table.models()]
-            error = None
+            configured, error = config_models(price_config), None
         except PriceError as exc:
-            prices, error = [], str(exc)
+            configured, error = [], str(exc)
 
-        def books(conn: Any) -> list[dict]:
-            found = []
-            for name in PRICE_BOOK_TABLES:
-                if conn.execute("SELECT to_regclass(%s) AS t", (name,)).fetchone()["t"]:
-                    cur = conn.execute(f"SELECT * FROM {name} LIMIT 500")  # noqa: S608 - name from a fixed list
-                    found.append({"name": name, "columns": [c.name for c in cur.description], "rows": cur.fetchall()})
-            conn.commit()
-            return found
+        def work(conn: Any) -> dict[str, Any]:
+            found = TenantStore(conn).get_tenant(tenant) if tenant else None
+            book = pages.price_book(conn, configured, now(), found.id if found else None)
+            return {**book, "tenant": found}
 
-        return render(request, "prices.html", {"prices": prices, "error": error, "books": db(books)})
+        try:
+            context = db(work)
+        except NotFound:
+            return message(request, 404, "Not found", f"There is no tenant {tenant!r}.")
+        return render(request, "prices.html", {**context, "error": error})
 
     # ---- the tenant portal -----------------------------------------------------------------
 
