@@ -59,6 +59,18 @@ class UsageLogger(CustomLogger):
         # A plain function returning our generator: no extra trampoline per chunk.
         return proxy.metered_stream(response, request_data, user_api_key_dict.metadata)
 
+    async def async_post_call_failure_hook(
+        self, request_data, original_exception, user_api_key_dict, traceback_str=None
+    ):
+        # 499: the client left before the provider answered (general_settings.cancel_on_disconnect
+        # cancelled the upstream call); no logging callback follows, so record and settle it here.
+        if getattr(original_exception, "status_code", None) == 499:
+            try:
+                proxy.record_disconnected(request_data, user_api_key_dict.metadata)
+            except Exception:
+                log.exception("recording a disconnected request failed")
+        return None
+
     async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):
         payload = kwargs.get("standard_logging_object")
         if payload:
@@ -68,6 +80,8 @@ class UsageLogger(CustomLogger):
         payload = kwargs.get("standard_logging_object")
         if payload:
             exception = kwargs.get("exception")
+            if getattr(exception, "status_code", None) == 499:
+                return  # the client left: async_post_call_failure_hook records it as `cancelled`
             error_type = type(exception).__name__ if exception else None
             proxy.record_logged(
                 payload,

@@ -20,7 +20,7 @@ from billingproxy.proxy import answered, log_redaction, runtime
 from billingproxy.proxy.admission import admit as _admit
 from billingproxy.proxy.contract import check_body_read, response_headers
 from billingproxy.proxy.pipeline import record_usage
-from billingproxy.proxy.streaming import metered_stream
+from billingproxy.proxy.streaming import metered_stream, record_disconnected
 
 __all__ = [
     "KeyRecord",
@@ -33,6 +33,7 @@ __all__ = [
     "metered_stream",
     "on_exit",
     "record_answer",
+    "record_disconnected",
     "record_logged",
     "record_usage",
     "response_headers",

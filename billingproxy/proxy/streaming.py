@@ -18,7 +18,7 @@ from typing import Any
 from billingproxy.metering.tokenizer import count_prompt, count_text
 from billingproxy.proxy import answered
 
-__all__ = ["metered_stream"]
+__all__ = ["metered_stream", "record_disconnected"]
 
 log = logging.getLogger("billingproxy.streaming")
 
@@ -88,10 +88,20 @@ def _record_finished(data: Mapping[str, Any], auth_meta: Mapping[str, Any] | Non
         log.exception("recording a finished stream failed")
 
 
+def record_disconnected(data: Mapping[str, Any], auth_meta: Mapping[str, Any] | None) -> None:
+    """The client went away while the provider had not answered yet (LiteLLM's
+    ``cancel_on_disconnect`` cancelled the upstream call and answers 499): ``cancelled``, prompt
+    tokens counted, no completion, estimated; its reservation settled now, not after the stale
+    timeout. A no-op for a request already recorded."""
+    _record_cut(data, auth_meta, StreamState())
+
+
 def _record_cut(data: Mapping[str, Any], auth_meta: Mapping[str, Any] | None, state: StreamState) -> None:
     """A stream closed before its end: ``cancelled``, prompt tokens counted, completion tokens
     counted from what was relayed, ``usage_estimated`` unless the provider's usage had arrived.
     LiteLLM's later log of it (a local estimate stored as success) is skipped by call id."""
+    if answered.was_recorded(str(data.get("litellm_call_id"))):
+        return
     try:
         estimated = not state.usage
         if estimated:

@@ -1,0 +1,138 @@
+"""Cancelled streams and SIGTERM: every request gets its row, reservations come back at once, and a
+process told to stop exits within Cloud Run's 10 s even with a long stream in flight.
+
+Through the real proxy and the real openai SDK; the fake upstream's ``[[first_token:MS]]`` keeps a
+stream open with no chunk yet (a slow first token), ``[[chunk_ms:MS]]`` makes a long generation.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from decimal import Decimal
+
+import httpx
+import openai
+import pytest
+
+from billingproxy import db
+from billingproxy.metering import PriceTable, pricing
+from billingproxy.tenants import TenantStore
+from testkit.support import REPO, ProxyProcess, budget_of, test_config, wait_until
+
+PRICES = PriceTable.from_config(REPO / "config.yaml")
+MAX_TOKENS = 2000
+
+
+def stream_body(directives: str) -> dict:
+    return {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": f"tell me a long story {directives}"}],
+        "max_tokens": MAX_TOKENS,
+        "stream": True,
+    }
+
+
+def one_request_tenant(database_url: str, body: dict) -> tuple[str, str]:
+    """A tenant whose budget pays for one such request at a time, not two: while one reservation is
+    held, a second request is refused; once it is released, the second is admitted."""
+    bound = pricing.max_cost(PRICES, body["model"], body, 4096)
+    with db.connect(database_url) as conn:
+        store = TenantStore(conn)
+        tenant = store.create_tenant(f"cancel-{uuid.uuid4().hex[:8]}", budget_usd=budget_of(bound * Decimal("1.5")))
+        return tenant.id, store.create_key(tenant.id)[1]
+
+
+def rows(database_url: str, tenant_id: str) -> list[dict]:
+    with db.connect(database_url) as conn:
+        return conn.execute(
+            "SELECT request_id, status, error_type, http_status, usage_estimated, prompt_tokens,"
+            " completion_tokens, cost_usd"
+            " FROM litellm_usage WHERE tenant_id = %s ORDER BY start_time",
+            (tenant_id,),
+        ).fetchall()
+
+
+@pytest.fixture(scope="module")
+def cancel_proxy(tmp_path_factory, upstream, database_url):
+    process = ProxyProcess(
+        tmp_path_factory.mktemp("cancel"), test_config(upstream.base_url), {"BILLINGPROXY_DATABASE_URL": database_url}
+    ).start()
+    # A fresh proxy's first request pays LiteLLM's lazy imports (seconds): not what is measured here.
+    _, token = one_request_tenant(database_url, stream_body(""))
+    warm = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "warm up"}], "max_tokens": 2}
+    response = httpx.post(
+        process.url + "/v1/chat/completions", json=warm, headers={"Authorization": f"Bearer {token}"}, timeout=60
+    )
+    assert response.status_code == 200, response.text
+    yield process
+    process.stop()
+
+
+def admitted_within(proxy: ProxyProcess, token: str, body: dict, deadline_s: float) -> float | None:
+    """Seconds until a request needing the whole reservation again is admitted (None: not in time).
+    Refusals cost nothing; the first admitted request ends the poll."""
+    started = time.monotonic()
+    probe = {**body, "stream": False, "messages": [{"role": "user", "content": "probe"}]}
+    with httpx.Client(timeout=30) as client:
+        while time.monotonic() - started < deadline_s:
+            response = client.post(
+                proxy.url + "/v1/chat/completions", json=probe, headers={"Authorization": f"Bearer {token}"}
+            )
+            if response.status_code == 200:
+                return time.monotonic() - started
+            assert response.status_code == 429, response.text
+            time.sleep(0.02)  # a poll interval, not synchronisation: the loop checks the state again
+    return None
+
+
+@pytest.mark.parametrize("when", ["before_headers", "before_first_chunk", "mid_stream"])
+def test_a_cancelled_stream_is_recorded_and_its_reservation_released_within_a_second(
+    cancel_proxy, upstream, database_url, when
+):
+    if when == "before_headers":
+        body = stream_body("[[latency:4000]]")  # the provider answers nothing for 4 s; the client gives up at 1 s
+    elif when == "before_first_chunk":
+        body = stream_body("[[first_token:20000]]")  # headers, then no chunk for 20 s
+    else:
+        body = stream_body("[[chunk_ms:20]]")  # 40 s of chunks: the client reads a few and closes
+    tenant_id, token = one_request_tenant(database_url, body)
+    client = openai.OpenAI(base_url=cancel_proxy.url + "/v1", api_key=token, max_retries=0)
+    calls_before = upstream.calls["/v1/chat/completions"]
+
+    # The budget pays for one: a second concurrent request is refused while the first is held.
+    if when != "mid_stream":
+        with pytest.raises(openai.APITimeoutError):
+            client.chat.completions.create(**body, timeout=1.0)
+    else:
+        stream = client.chat.completions.create(**body, timeout=30)
+        relayed = 0
+        for chunk in stream:
+            relayed += bool(chunk.choices and chunk.choices[0].delta.content)
+            if relayed >= 5:
+                break
+        stream.close()
+    cancelled_at = time.monotonic()
+    assert upstream.calls["/v1/chat/completions"] == calls_before + 1  # it reached the provider
+
+    released = admitted_within(cancel_proxy, token, body, deadline_s=5)
+    assert released is not None, "the cancelled stream's reservation was not released within 5 s"
+    print(f"{when}: reservation released {time.monotonic() - cancelled_at:.3f} s after the cancel")
+    assert time.monotonic() - cancelled_at < 1.5  # 1 s, plus the probe's own round trip
+
+    def settled() -> list[dict]:
+        found = [row for row in rows(database_url, tenant_id) if row["status"] != "rejected"]  # 429s: free
+        return found if len(found) == 2 else []
+
+    found = wait_until(settled, timeout=30, what="the cancelled stream's row and the probe's")
+    cancelled = [row for row in found if row["status"] == "cancelled"]
+    assert len(cancelled) == 1, found
+    row = cancelled[0]
+    assert row["usage_estimated"] is True
+    assert row["prompt_tokens"] > 0
+    if when != "mid_stream":
+        assert row["completion_tokens"] == 0
+    else:
+        assert 5 <= row["completion_tokens"] < MAX_TOKENS
+    assert row["cost_usd"] > 0
+    print(f"{when}: {dict(row)}")
