@@ -29,7 +29,7 @@ async def _flush_litellm_logging_queue() -> None:
     """Success callbacks run on LiteLLM's background logging queue: drain it before the writer."""
     from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
 
-    await asyncio.wait_for(GLOBAL_LOGGING_WORKER.flush(), timeout=3)
+    await asyncio.wait_for(GLOBAL_LOGGING_WORKER.flush(), timeout=proxy.drain_timeout(3))
 
 
 class UsageLogger(CustomLogger):

@@ -7,6 +7,8 @@ stream open with no chunk yet (a slow first token), ``[[chunk_ms:MS]]`` makes a 
 
 from __future__ import annotations
 
+import concurrent.futures as futures
+import signal
 import time
 import uuid
 from decimal import Decimal
@@ -136,3 +138,71 @@ def test_a_cancelled_stream_is_recorded_and_its_reservation_released_within_a_se
         assert 5 <= row["completion_tokens"] < MAX_TOKENS
     assert row["cost_usd"] > 0
     print(f"{when}: {dict(row)}")
+
+
+def _sigterm_proxy(tmp_path, upstream, database_url, name: str) -> ProxyProcess:
+    config = test_config(upstream.base_url)
+    # A provider slower than the test config's 5 s timeouts: only the shutdown grace cuts it.
+    for entry in config["model_list"]:
+        if "timeout" in entry["litellm_params"]:
+            entry["litellm_params"].update(timeout=60, stream_timeout=60)
+    config["router_settings"].update(timeout=60)
+    config["litellm_settings"].update(request_timeout=60)
+    return ProxyProcess(tmp_path / name, config, {"BILLINGPROXY_DATABASE_URL": database_url}).start()
+
+
+@pytest.mark.parametrize("first", [False, True], ids=["long_stream", "first_request"])
+def test_sigterm_cuts_what_outlasts_the_grace_records_it_and_exits_within_10_s(tmp_path, upstream, database_url, first):
+    """long_stream: a warm proxy relaying a 30 s stream. first_request: the very first request of
+    a fresh process (not a stream), its provider silent for 30 s. Either way: exit within 10 s of SIGTERM, and a
+    row for the request (``interrupted``, prompt counted, estimated; the stream's relayed tokens)."""
+    proxy = _sigterm_proxy(tmp_path, upstream, database_url, "sigterm")
+    with db.connect(database_url) as conn:
+        store = TenantStore(conn)
+        tenant = store.create_tenant(f"sigterm-{uuid.uuid4().hex[:8]}", budget_usd="10")
+        token = store.create_key(tenant.id)[1]
+    client = openai.OpenAI(base_url=proxy.url + "/v1", api_key=token, max_retries=0, timeout=60)
+    if not first:
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "warm"}], max_tokens=2
+        )
+    relayed: list[str] = []
+
+    def consume() -> None:
+        if first:
+            # Not a stream: the provider says nothing for 30 s; no stream wrapper will unwind.
+            client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": "first of all [[latency:30000]]"}],
+                max_tokens=50,
+            )
+            return
+        stream = client.chat.completions.create(**stream_body("[[chunk_ms:15]]"), timeout=60)
+        for chunk in stream:  # 2,000 chunks 15 ms apart: 30 s
+            if chunk.choices and chunk.choices[0].delta.content:
+                relayed.append(chunk.choices[0].delta.content)
+
+    calls_before = sum(upstream.calls.values())
+    with futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(consume)
+        wait_until(lambda: sum(upstream.calls.values()) > calls_before, timeout=60, what="the request upstream")
+        if not first:
+            wait_until(lambda: len(relayed) >= 20, what="the stream under way")
+        assert proxy.process is not None
+        signalled = time.monotonic()
+        proxy.process.send_signal(signal.SIGTERM)
+        code = proxy.process.wait(15)
+        exited = time.monotonic() - signalled
+        with pytest.raises((openai.APIError, httpx.HTTPError)):
+            pending.result(timeout=30)  # cut: the client sees the stream end without [DONE]
+    print(f"{'first request' if first else '30 s stream'}: exit code {code} {exited:.2f} s after SIGTERM")
+    assert exited < 10
+    assert code == 0
+    found = rows(database_url, tenant.id)
+    cut = [row for row in found if row["status"] == "interrupted"]
+    assert len(cut) == 1, found
+    row = cut[0]
+    assert row["usage_estimated"] is True and row["prompt_tokens"] > 0 and row["error_type"] == "shutdown"
+    if not first:
+        assert 20 <= row["completion_tokens"] < MAX_TOKENS
+    print(f"row: {dict(row)}")
