@@ -212,11 +212,6 @@ class BudgetManager:
         self.draining = True
         await self.flush()
 
-    def held(self, tenant_id: str) -> tuple[Decimal, Decimal]:
-        """(unreserved, reserved) this instance holds for a tenant, over its periods."""
-        leases = [lease for lease in self._leases.values() if lease.tenant_id == tenant_id]
-        return sum((lease.available for lease in leases), ZERO), sum((lease.reserved for lease in leases), ZERO)
-
     async def flush(self) -> None:
         """Report settled spend and renew slices; announce thresholds crossed (once each)."""
         self.expire_stale()

@@ -15,7 +15,7 @@ from typing import Any
 
 __all__ = ["begin", "end", "pending", "record_interrupted"]
 
-_MAX = 100_000
+_MAX = 10_000  # far above one process's concurrent requests; bodies can be large
 _pending: OrderedDict[str, tuple[Mapping[str, Any], Mapping[str, Any] | None]] = OrderedDict()
 
 
