@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 
 from litellm.integrations.custom_logger import CustomLogger
 
@@ -91,5 +92,15 @@ class UsageLogger(CustomLogger):
             )
 
 
+def _warm_tokenizer() -> None:
+    # Importing it points TIKTOKEN_CACHE_DIR at LiteLLM's bundled tokenizer files (offline), which
+    # our counts of cut requests use too; LiteLLM itself does it only at its first token count.
+    import litellm.litellm_core_utils.default_encoding  # noqa: F401
+
+    proxy.warm_tokenizer()
+
+
 proxy.on_exit("litellm-logging-queue", _flush_litellm_logging_queue, order=0)
+if not any(thread.name == "billingproxy-tokenizer" for thread in threading.enumerate()):
+    threading.Thread(target=_warm_tokenizer, name="billingproxy-tokenizer", daemon=True).start()
 usage_logger = UsageLogger()

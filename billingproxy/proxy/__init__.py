@@ -16,7 +16,7 @@ from billingproxy.access import KeyRecord, Principal, auth_metadata, check_tenan
 from billingproxy.access import limits_from_auth as _limits_from_auth
 from billingproxy.access.attribution import attach_attribution
 from billingproxy.config import AuthSettings, WriterSettings
-from billingproxy.metering import admitted
+from billingproxy.metering import admitted, tokenizer
 from billingproxy.proxy import answered, inflight, log_redaction, runtime
 from billingproxy.proxy.admission import admit as _admit
 from billingproxy.proxy.contract import check_body_read, response_headers
@@ -40,6 +40,7 @@ __all__ = [
     "record_usage",
     "response_headers",
     "start",
+    "warm_tokenizer",
 ]
 
 _started = False
@@ -112,6 +113,14 @@ async def admit_request(
         if runtime.settings().request_log:
             # Before the upstream call: a crash from here on still leaves a trace to bill (usage audit).
             admitted.emit(request_id, auth_meta or {}, str(body.get("model")), call_type, body, None)
+
+
+def warm_tokenizer() -> None:
+    """Load the tokenizer that counts cut requests now (call off the start path, once the
+    adapter has pointed tiktoken at LiteLLM's bundled files): loading it on the first
+    cancellation would delay that request's settlement by ~1 s. A failed earlier load is retried."""
+    tokenizer.encoder.cache_clear()
+    tokenizer.encoder()
 
 
 def drain_timeout(default_s: float) -> float:
