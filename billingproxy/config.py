@@ -230,6 +230,7 @@ class ProxySettings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     budget_webhook_url: str | None = None
     prices_poll_s: float = 30.0  # the price book's fallback poll (LISTEN/NOTIFY is the fast path)
+    shutdown_grace_s: float = 8.0  # after SIGTERM, in-flight requests get this long, then are cut
 
     @classmethod
     def from_env(cls) -> ProxySettings:
@@ -251,7 +252,11 @@ class ProxySettings:
         poll_s = _float("BILLINGPROXY_PRICES_POLL_S", 30)
         if not 0.1 <= poll_s <= 3600:
             raise ConfigError("BILLINGPROXY_PRICES_POLL_S must be between 0.1 and 3600 seconds")
+        grace_s = _float("BILLINGPROXY_SHUTDOWN_GRACE_S", 8)
+        if not 0.5 <= grace_s <= 3600:
+            raise ConfigError("BILLINGPROXY_SHUTDOWN_GRACE_S must be between 0.5 and 3600 seconds")
         return cls(
+            shutdown_grace_s=grace_s,
             prices_poll_s=poll_s,
             default_max_tokens=default_max,
             max_output_tokens=max_output,

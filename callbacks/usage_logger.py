@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 
 from litellm.integrations.custom_logger import CustomLogger
 
@@ -29,7 +30,7 @@ async def _flush_litellm_logging_queue() -> None:
     """Success callbacks run on LiteLLM's background logging queue: drain it before the writer."""
     from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
 
-    await asyncio.wait_for(GLOBAL_LOGGING_WORKER.flush(), timeout=3)
+    await asyncio.wait_for(GLOBAL_LOGGING_WORKER.flush(), timeout=proxy.drain_timeout(3))
 
 
 class UsageLogger(CustomLogger):
@@ -59,6 +60,18 @@ class UsageLogger(CustomLogger):
         # A plain function returning our generator: no extra trampoline per chunk.
         return proxy.metered_stream(response, request_data, user_api_key_dict.metadata)
 
+    async def async_post_call_failure_hook(
+        self, request_data, original_exception, user_api_key_dict, traceback_str=None
+    ):
+        # 499: the client left before the provider answered (general_settings.cancel_on_disconnect
+        # cancelled the upstream call); no logging callback follows, so record and settle it here.
+        if getattr(original_exception, "status_code", None) == 499:
+            try:
+                proxy.record_disconnected(request_data, user_api_key_dict.metadata)
+            except Exception:
+                log.exception("recording a disconnected request failed")
+        return None
+
     async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):
         payload = kwargs.get("standard_logging_object")
         if payload:
@@ -68,6 +81,8 @@ class UsageLogger(CustomLogger):
         payload = kwargs.get("standard_logging_object")
         if payload:
             exception = kwargs.get("exception")
+            if getattr(exception, "status_code", None) == 499:
+                return  # the client left: async_post_call_failure_hook records it as `cancelled`
             error_type = type(exception).__name__ if exception else None
             proxy.record_logged(
                 payload,
@@ -77,5 +92,15 @@ class UsageLogger(CustomLogger):
             )
 
 
+def _warm_tokenizer() -> None:
+    # Importing it points TIKTOKEN_CACHE_DIR at LiteLLM's bundled tokenizer files (offline), which
+    # our counts of cut requests use too; LiteLLM itself does it only at its first token count.
+    import litellm.litellm_core_utils.default_encoding  # noqa: F401
+
+    proxy.warm_tokenizer()
+
+
 proxy.on_exit("litellm-logging-queue", _flush_litellm_logging_queue, order=0)
+if not any(thread.name == "billingproxy-tokenizer" for thread in threading.enumerate()):
+    threading.Thread(target=_warm_tokenizer, name="billingproxy-tokenizer", daemon=True).start()
 usage_logger = UsageLogger()

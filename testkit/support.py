@@ -155,6 +155,7 @@ def test_config(upstream_url: str, *, plugins: bool = True, overrides: dict[str,
     if not plugins:
         config["litellm_settings"].pop("callbacks", None)
         config["general_settings"].pop("custom_auth", None)
+        config["general_settings"].pop("cancel_on_disconnect", None)  # ours, with our failure hook: not stock
     for section, values in (overrides or {}).items():
         config.setdefault(section, {}).update(values)
     return config

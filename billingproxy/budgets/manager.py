@@ -88,6 +88,7 @@ class Lease:
     reserved: Decimal = ZERO  # held by requests in flight
     consumed: Decimal = ZERO  # settled since the last report
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    last_used: float = field(default_factory=time.monotonic)  # last reservation or settlement
 
 
 def _take_report(lease: Lease) -> Report:
@@ -124,6 +125,7 @@ class BudgetManager:
         slice_fraction: Decimal = Decimal("0.1"),
         reservation_timeout_s: float = 1800,
         on_threshold: Callable[[str, int, Decimal], Awaitable[None]] | None = None,
+        idle_s: float = 5.0,
     ) -> None:
         self.on_threshold = on_threshold  # optional: told of every threshold crossing (a webhook)
         self.store = store
@@ -133,6 +135,10 @@ class BudgetManager:
         self._leases: dict[tuple[str, datetime], Lease] = {}
         self._reservations: dict[str, Reservation] = {}
         self.store_calls = 0
+        # A slice nobody here reserved from for this long goes back to the store at the next
+        # flush, so a busy instance can use it; draining (SIGTERM) hands every slice back.
+        self.idle_s = idle_s
+        self.draining = False
 
     # request path
 
@@ -152,7 +158,8 @@ class BudgetManager:
             raise BudgetExceeded(tenant_id, budget, period)
         lease.available -= amount
         lease.reserved += amount
-        reservation = Reservation(request_id, lease, amount, time.monotonic())
+        lease.last_used = now = time.monotonic()
+        reservation = Reservation(request_id, lease, amount, now)
         self._reservations[request_id] = reservation
         return reservation
 
@@ -177,6 +184,9 @@ class BudgetManager:
         lease.reserved -= reservation.amount
         lease.consumed += actual
         lease.available += reservation.amount - actual
+        lease.last_used = time.monotonic()
+        if self.draining:
+            lease.available = ZERO  # nothing more is admitted here: the store gets it back
 
     # background
 
@@ -188,6 +198,20 @@ class BudgetManager:
             self.settle(request_id, ZERO)
         return len(stale)
 
+    def _give_back_idle(self) -> None:
+        """Unreserved slices of idle leases (all of them when draining) go back with this report:
+        the report's ``holding`` is then only what requests in flight hold."""
+        cutoff = time.monotonic() - self.idle_s
+        for lease in self._leases.values():
+            if self.draining or (lease.reserved <= 0 and lease.last_used < cutoff):
+                lease.available = ZERO
+
+    async def hand_back(self) -> None:
+        """SIGTERM: keep no slice; report now, holding only what requests in flight reserved.
+        Their reservations come back as they settle (the background flush keeps reporting)."""
+        self.draining = True
+        await self.flush()
+
     async def flush(self) -> None:
         """Report settled spend and renew slices; announce thresholds crossed (once each)."""
         self.expire_stale()
@@ -198,6 +222,7 @@ class BudgetManager:
             # Hold every lease's lock: a refill must not interleave with this report.
             for lease in leases:
                 await stack.enter_async_context(lease.lock)
+            self._give_back_idle()
             reports = [_take_report(lease) for lease in leases]
             try:
                 crossed = await self.store.report(self.holder, reports)

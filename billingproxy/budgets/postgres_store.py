@@ -19,7 +19,8 @@ from billingproxy.metering import ZERO
 
 __all__ = ["LEASE_TTL", "PostgresBudgetStore"]
 
-LEASE_TTL = timedelta(seconds=60)
+# Holders renew every second (BudgetManager.run): a dead holder's slice is free again within 10 s.
+LEASE_TTL = timedelta(seconds=10)
 
 _ENSURE = """INSERT INTO budget_spend (tenant_id, period_start) VALUES (%s, %s) ON CONFLICT DO NOTHING"""
 _ADD_SPENT = """UPDATE budget_spend SET spent = spent + %s, updated_at = now()

@@ -6,6 +6,7 @@ import only this package and ``billingproxy.errors``.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
@@ -15,12 +16,12 @@ from billingproxy.access import KeyRecord, Principal, auth_metadata, check_tenan
 from billingproxy.access import limits_from_auth as _limits_from_auth
 from billingproxy.access.attribution import attach_attribution
 from billingproxy.config import AuthSettings, WriterSettings
-from billingproxy.metering import admitted
-from billingproxy.proxy import answered, log_redaction, runtime
+from billingproxy.metering import admitted, tokenizer
+from billingproxy.proxy import answered, inflight, log_redaction, runtime
 from billingproxy.proxy.admission import admit as _admit
 from billingproxy.proxy.contract import check_body_read, response_headers
 from billingproxy.proxy.pipeline import record_usage
-from billingproxy.proxy.streaming import metered_stream
+from billingproxy.proxy.streaming import metered_stream, record_disconnected
 
 __all__ = [
     "KeyRecord",
@@ -28,18 +29,22 @@ __all__ = [
     "admit_request",
     "auth_metadata",
     "authenticate",
+    "drain_timeout",
     "limiter_identity",
     "max_body_bytes",
     "metered_stream",
     "on_exit",
     "record_answer",
+    "record_disconnected",
     "record_logged",
     "record_usage",
     "response_headers",
     "start",
+    "warm_tokenizer",
 ]
 
 _started = False
+_log = logging.getLogger("billingproxy.shutdown")
 
 
 def start() -> None:
@@ -58,8 +63,16 @@ def start() -> None:
     log_redaction.install()  # LiteLLM's error lines must not carry provider text quoting prompts
     # At start, not when the writer first starts: a request in flight at the first SIGTERM of a
     # fresh process must still have its row drained (the writer registers its drain later).
-    shutdown.install()
+    shutdown.install(runtime.settings().shutdown_grace_s)
+    shutdown.on_exit("interrupted-requests", _record_interrupted, order=5)
     _started = True
+
+
+async def _record_interrupted() -> None:
+    """At exit: requests still in flight (cut by the shutdown grace) get their row."""
+    count = inflight.record_interrupted()
+    if count:
+        _log.warning("recorded %d request(s) cut by the shutdown as interrupted", count)
 
 
 async def authenticate(token: str | None, route: str) -> Principal:
@@ -96,9 +109,23 @@ async def admit_request(
             runtime.settings(),
             runtime.catalog(),
         )
+        inflight.begin(request_id, body, auth_meta)
         if runtime.settings().request_log:
             # Before the upstream call: a crash from here on still leaves a trace to bill (usage audit).
             admitted.emit(request_id, auth_meta or {}, str(body.get("model")), call_type, body, None)
+
+
+def warm_tokenizer() -> None:
+    """Load the tokenizer that counts cut requests now (call off the start path, once the
+    adapter has pointed tiktoken at LiteLLM's bundled files): loading it on the first
+    cancellation would delay that request's settlement by ~1 s. A failed earlier load is retried."""
+    tokenizer.encoder.cache_clear()
+    tokenizer.encoder()
+
+
+def drain_timeout(default_s: float) -> float:
+    """A drain's timeout after SIGTERM: ``default_s`` or what is left of the exit budget."""
+    return shutdown.drain_timeout(default_s)
 
 
 def on_exit(name: str, drain: Callable[[], Awaitable[None]], order: int) -> None:

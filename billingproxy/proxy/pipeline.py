@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from billingproxy.metering import UsageRecord, request_log
-from billingproxy.proxy import runtime
+from billingproxy.proxy import inflight, runtime
 from billingproxy.proxy.payload import record_from_payload
 
 __all__ = ["record_usage"]
@@ -23,6 +23,7 @@ def record_usage(payload: dict[str, Any], **outcome: Any) -> UsageRecord | None:
         **outcome,
     )
     if record is not None:
+        inflight.end(record.request_id)
         runtime.budgets().settle(record.request_id, record.cost_usd)
         if settings.request_log:
             request_log.emit(record, settings.project_id)

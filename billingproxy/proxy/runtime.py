@@ -135,7 +135,8 @@ def writer() -> UsageWriter:
 
 async def _close_writer() -> None:
     """At exit: write what is left within the deadline, spill the rest."""
-    writer().close()
+    # After SIGTERM, what is left of the exit budget (at least 1 s); the rest is spilled.
+    writer().close(shutdown.drain_timeout(WriterSettings.from_env().shutdown_deadline_s, floor_s=1.0))
 
 
 @cache
@@ -144,9 +145,11 @@ def budgets() -> BudgetManager:
     holder = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
     url = settings().budget_webhook_url
     manager = BudgetManager(_budget_store(), holder, on_threshold=threshold_webhook(url) if url else None)
-    # At exit nothing more is needed: spend is also derived from the usage rows the writer
-    # flushes, and this instance's slices expire within the lease TTL.
+    # At SIGTERM the unreserved slices go back to the store at once, the reserved ones as their
+    # requests settle; spend is also derived from the usage rows the writer flushes, and whatever
+    # this instance still holds at exit expires within the lease TTL (10 s).
     asyncio.get_running_loop().create_task(_run_budgets(manager), name="billingproxy-budgets")
+    shutdown.on_signal("budget-hand-back", manager.hand_back)
     return manager
 
 

@@ -15,10 +15,11 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from billingproxy import shutdown
 from billingproxy.metering.tokenizer import count_prompt, count_text
 from billingproxy.proxy import answered
 
-__all__ = ["metered_stream"]
+__all__ = ["metered_stream", "record_cut", "record_disconnected"]
 
 log = logging.getLogger("billingproxy.streaming")
 
@@ -67,7 +68,8 @@ async def metered_stream(
         if finished:
             _record_finished(data, auth_meta, state)
         elif cut:
-            _record_cut(data, auth_meta, state)
+            # Cut by the shutdown grace (SIGTERM): interrupted; else the client went away.
+            record_cut(data, auth_meta, state, status="interrupted" if shutdown.stopping() else "cancelled")
         # An upstream error: LiteLLM's failure callback records it, as before.
 
 
@@ -88,10 +90,32 @@ def _record_finished(data: Mapping[str, Any], auth_meta: Mapping[str, Any] | Non
         log.exception("recording a finished stream failed")
 
 
-def _record_cut(data: Mapping[str, Any], auth_meta: Mapping[str, Any] | None, state: StreamState) -> None:
-    """A stream closed before its end: ``cancelled``, prompt tokens counted, completion tokens
-    counted from what was relayed, ``usage_estimated`` unless the provider's usage had arrived.
-    LiteLLM's later log of it (a local estimate stored as success) is skipped by call id."""
+def record_disconnected(data: Mapping[str, Any], auth_meta: Mapping[str, Any] | None) -> None:
+    """The client went away while the provider had not answered yet (LiteLLM's
+    ``cancel_on_disconnect`` cancelled the upstream call and answers 499): ``cancelled``, prompt
+    tokens counted, no completion, estimated; its reservation settled now, not after the stale
+    timeout. A no-op for a request already recorded."""
+    record_cut(data, auth_meta)
+
+
+_CUT_BY = {"cancelled": (499, "client_disconnected"), "interrupted": (None, "shutdown")}
+
+
+def record_cut(
+    data: Mapping[str, Any],
+    auth_meta: Mapping[str, Any] | None,
+    state: StreamState | None = None,
+    *,
+    status: str = "cancelled",
+) -> bool:
+    """A request closed before its end: ``cancelled`` (the client left) or ``interrupted`` (the
+    shutdown cut it), prompt tokens counted, completion tokens counted from what was relayed,
+    ``usage_estimated`` unless the provider's usage had arrived. LiteLLM's later log of it (a
+    local estimate stored as success) is skipped by call id. False if it was recorded already."""
+    state = state or StreamState()
+    if answered.was_recorded(str(data.get("litellm_call_id"))):
+        return False
+    http_status, error_type = _CUT_BY[status]
     try:
         estimated = not state.usage
         if estimated:
@@ -101,10 +125,12 @@ def _record_cut(data: Mapping[str, Any], auth_meta: Mapping[str, Any] | None, st
         else:
             usage = answered.usage_dict(state.usage)
         payload = answered.payload_of_response(
-            data, auth_meta, usage=usage, hidden=state.hidden, stream=True, end_time=time.time()
+            data, auth_meta, usage=usage, hidden=state.hidden, stream=bool(data.get("stream")), end_time=time.time()
         )
         answered.record_answered(
-            payload, status="cancelled", http_status=499, error_type="client_disconnected", usage_estimated=estimated
+            payload, status=status, http_status=http_status, error_type=error_type, usage_estimated=estimated
         )
+        return True
     except Exception:  # metering must never break the relay
-        log.exception("recording a cancelled stream failed")
+        log.exception("recording a cut request failed")
+        return False

@@ -18,6 +18,8 @@ Directives in the request text steer one request (safe under concurrency):
 * ``[[audio_out:N]]``         N of the completion tokens reported as output audio tokens
 * ``[[image_details:1]]``     report the image parts' tokens as ``prompt_tokens_details.image_tokens``
 * ``[[latency:MS]]``          wait MS before answering
+* ``[[first_token:MS]]``      (streams) send the headers at once, then wait MS before the first chunk
+* ``[[chunk_ms:MS]]``         (streams) wait MS between chunks (a long generation)
 
 The modality details follow OpenAI's usage object (platform.openai.com/docs/api-reference/chat/object,
 ``usage``): ``prompt_tokens_details.audio_tokens`` and ``completion_tokens_details.audio_tokens``
@@ -90,6 +92,8 @@ class Scenario:
         directives = dict(DIRECTIVE.findall(text))
         self.fault: str | None = directives.get("fault", defaults.get("fault"))
         self.latency_s = float(directives.get("latency", defaults.get("latency_ms", 0))) / 1000
+        self.first_token_s = float(directives.get("first_token", 0)) / 1000
+        self.chunk_s = float(directives.get("chunk_ms", 0)) / 1000
         self.cached_tokens = int(directives.get("cached", 0))
         self.reasoning_tokens = int(directives.get("reasoning", 0))
         self.cache_write_5m = int(directives.get("cache_write", 0))
@@ -178,10 +182,24 @@ class FakeUpstream(ThreadedAioServer):
         return scenario, None
 
     @staticmethod
-    async def _sse(request: web.Request, events: list[dict[str, Any]], *, broken: bool, named: bool = False):
+    async def _sse(
+        request: web.Request,
+        events: list[dict[str, Any]],
+        *,
+        broken: bool,
+        named: bool = False,
+        first_token_s: float = 0,
+        chunk_s: float = 0,
+    ):
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
+        if first_token_s:
+            await response.write(b": connected\n\n")  # an SSE comment: the headers go out now
         for index, event in enumerate(events):
+            if index == 0 and first_token_s:
+                await asyncio.sleep(first_token_s)  # a slow first token, the stream already open
+            elif index and chunk_s:
+                await asyncio.sleep(chunk_s)
             if broken and index == 2:
                 # Drop the TCP connection mid-stream, as a crashed provider would.
                 request.transport.close()  # type: ignore[union-attr]
@@ -236,7 +254,13 @@ class FakeUpstream(ThreadedAioServer):
         events = [chunk({"role": "assistant", "content": ""})]
         events += [chunk({"content": word + " "}) for word in scenario.words()]
         events += [chunk({}, "stop"), chunk({}, usage=scenario.openai_usage())]
-        return await self._sse(request, events, broken=scenario.fault == "broken_stream")
+        return await self._sse(
+            request,
+            events,
+            broken=scenario.fault == "broken_stream",
+            first_token_s=scenario.first_token_s,
+            chunk_s=scenario.chunk_s,
+        )
 
     async def text_completions(self, request: web.Request) -> web.StreamResponse:
         scenario, error = await self._begin(request)
