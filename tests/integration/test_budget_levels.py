@@ -1,0 +1,220 @@
+"""Budgets and limits below the tenant (issue 19): per key and per end user, all hard, through
+real proxies; and changes reaching every instance within a second (LISTEN/NOTIFY)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from decimal import Decimal
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from billingproxy.cli import main as cli
+from billingproxy.metering import PriceTable
+from billingproxy.metering import pricing as budget
+from testkit.support import REPO, ProxyProcess, budget_of, test_config, wait_until
+
+PRICES = PriceTable.from_config(REPO / "config.yaml")
+QUICK = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "levels"}], "max_tokens": 20}
+# The fake upstream answers after 3 s, so all 200 requests are in flight before any one settles.
+SLOW = {**QUICK, "messages": [{"role": "user", "content": "spend it [[latency:3000]]"}]}
+
+
+def max_cost(body: dict) -> Decimal:
+    return budget.max_cost(PRICES, body["model"], body, 4096)
+
+
+def post(url: str, token: str, body: dict = QUICK, **headers: str) -> httpx.Response:
+    return httpx.post(
+        url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {token}", **headers}, timeout=60
+    )
+
+
+def run_cli(database_url: str, *args: str) -> str:
+    result = CliRunner(env={"DATABASE_URL": database_url}).invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def served_until_refused(url: str, token: str, body: dict = QUICK, limit: int = 40, **headers: str):
+    statuses = []
+    while len(statuses) < limit:
+        response = post(url, token, body, **headers)
+        statuses.append(response.status_code)
+        if response.status_code != 200:
+            return statuses, response
+    raise AssertionError(f"never refused: {statuses}")
+
+
+def rows(conn, where: str, params: tuple) -> tuple[int, Decimal]:
+    row = conn.execute(
+        f"""SELECT count(*) FILTER (WHERE status = 'success') AS ok, coalesce(sum(cost_usd), 0) AS cost
+            FROM litellm_usage WHERE {where}""",  # noqa: S608 - the tests own every where clause
+        params,
+    ).fetchone()
+    conn.commit()
+    return row["ok"], row["cost"]
+
+
+def test_an_end_user_over_its_daily_budget_is_refused_while_another_is_served(proxy, store, conn, database_url):
+    tenant = store.create_tenant(f"eu-{uuid.uuid4().hex[:8]}", budget_usd="10")
+    # Room for three requests a day per end user; carol has an override with room for many.
+    run_cli(
+        database_url,
+        "tenant", "update", tenant.id,
+        "--end-user-budget-usd", str(budget_of(max_cost(QUICK) * 3)), "--end-user-budget-period", "daily",
+    )  # fmt: skip
+    run_cli(database_url, "end-user", "set", tenant.id, "carol", "--budget-usd", "5")
+    assert "carol" in run_cli(database_url, "end-user", "list", tenant.id)
+    token = store.create_key(tenant.id)[1]
+
+    statuses, refused = served_until_refused(proxy.url, token, {**QUICK, "user": "alice"})
+    assert statuses[:3] == [200, 200, 200] and len(statuses) <= 5, statuses
+    assert refused.status_code == 429
+    error = refused.json()["error"]
+    assert error["code"] == "budget_exceeded" and error["level"] == "end_user", error
+    assert refused.headers["x-should-retry"] == "false" and int(refused.headers["retry-after"]) <= 86_400
+    # Another end user of the same tenant and key, by the header this time, is still served.
+    assert post(proxy.url, token, **{"X-BillingProxy-End-User": "bob"}).status_code == 200
+    # carol's override beats the default: more than three requests.
+    assert [post(proxy.url, token, {**QUICK, "user": "carol"}).status_code for _ in range(5)] == [200] * 5
+    # A request with no end user has no end-user budget.
+    assert post(proxy.url, token).status_code == 200
+    _ok, cost = wait_until(
+        lambda: (
+            (r := rows(conn, "tenant_id = %s AND end_user = 'alice'", (tenant.id,)))[0] == statuses.count(200) and r
+        ),
+        timeout=30,
+        what="alice's rows",
+    )
+    assert cost <= budget_of(max_cost(QUICK) * 3)
+
+
+def test_a_key_over_its_budget_is_refused_while_another_key_is_served(proxy, store, conn, database_url):
+    tenant = store.create_tenant(f"kb-{uuid.uuid4().hex[:8]}", budget_usd="10")
+    capped = run_cli(
+        database_url,
+        "key", "create", tenant.id, "--budget-usd", str(budget_of(max_cost(QUICK) * 3)), "--budget-period", "monthly",
+        "--json",
+    )  # fmt: skip
+    capped = json.loads(capped)
+    other = store.create_key(tenant.id)[1]
+    statuses, refused = served_until_refused(proxy.url, capped["token"])
+    assert statuses[:3] == [200, 200, 200] and len(statuses) <= 5, statuses
+    error = refused.json()["error"]
+    assert refused.status_code == 429 and error["level"] == "key" and error["code"] == "budget_exceeded", error
+    assert post(proxy.url, other).status_code == 200
+    _ok, cost = wait_until(
+        lambda: (r := rows(conn, "api_key_id = %s", (capped["id"],)))[0] == statuses.count(200) and r,
+        timeout=30,
+        what="the key's rows",
+    )
+    assert cost <= Decimal(capped["budget_usd"])
+    # Raising the key's budget lets it through again (the proxy hears of it within a second).
+    run_cli(database_url, "key", "update", capped["id"], "--budget-usd", "1")
+    wait_until(lambda: post(proxy.url, capped["token"]).status_code == 200, timeout=5, what="the raised budget")
+
+
+def test_a_key_rpm_limit_refuses_that_key_only(proxy, store, database_url):
+    tenant = store.create_tenant(f"krpm-{uuid.uuid4().hex[:8]}", rpm_limit=100)
+    limited = json.loads(run_cli(database_url, "key", "create", tenant.id, "--rpm", "3", "--tpm", "20000", "--json"))
+    other = store.create_key(tenant.id)[1]
+    cheap = {**QUICK, "max_tokens": 1}
+    statuses = [post(proxy.url, limited["token"], cheap).status_code for _ in range(4)]
+    if statuses != [200, 200, 200, 429]:  # a minute boundary fell between them: the next minute holds
+        statuses = [post(proxy.url, limited["token"], cheap).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429], statuses
+    assert [post(proxy.url, other, cheap).status_code for _ in range(4)] == [200] * 4
+
+
+@pytest.fixture(scope="module")
+def two_proxies(tmp_path_factory, upstream, database_url):
+    """Two instances sharing the database, auth cache TTL at its default (10 s)."""
+    env = {"BILLINGPROXY_DATABASE_URL": database_url}
+    workdir = tmp_path_factory.mktemp("levels")
+    first = ProxyProcess(workdir / "a", test_config(upstream.base_url), env).start()
+    try:
+        second = ProxyProcess(workdir / "b", test_config(upstream.base_url), env).start()
+    except BaseException:
+        first.stop()
+        raise
+    yield first, second
+    first.stop()
+    second.stop()
+
+
+def test_200_concurrent_requests_over_two_proxies_overshoot_no_level(two_proxies, store, conn, database_url):
+    one = max_cost(SLOW)
+    tenant = store.create_tenant(f"lv-{uuid.uuid4().hex[:8]}", budget_usd=budget_of(one * 25))
+    store.update_tenant(tenant.id, end_user_budget_usd=budget_of(one * 6), end_user_budget_period="daily")
+    capped, capped_token = store.create_key(tenant.id, budget_usd=budget_of(one * 10))
+    _free, free_token = store.create_key(tenant.id)
+    end_users = [f"u{i}" for i in range(5)]
+    urls = [p.url for p in two_proxies]
+
+    async def fire() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=200)) as client:
+
+            async def one_request(i: int) -> httpx.Response:
+                token = capped_token if i % 2 else free_token
+                body = {**SLOW, "user": end_users[i % 5]}
+                return await client.post(
+                    urls[(i // 2) % 2] + "/v1/chat/completions",  # each key over both instances
+                    json=body,
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+
+            return await asyncio.gather(*(one_request(i) for i in range(200)))
+
+    responses = asyncio.run(fire())
+    statuses = [r.status_code for r in responses]
+    admitted = statuses.count(200)
+    assert admitted + statuses.count(429) == 200, sorted(set(statuses))
+    assert admitted >= 10
+    levels = {r.json()["error"]["level"] for r in responses if r.status_code == 429}
+    assert levels <= {"tenant", "key", "end_user"} and levels, levels
+    wait_until(lambda: rows(conn, "tenant_id = %s", (tenant.id,))[0] == admitted, timeout=30, what="rows")
+    assert rows(conn, "tenant_id = %s", (tenant.id,))[1] <= budget_of(one * 25)
+    assert rows(conn, "api_key_id = %s", (capped.id,))[1] <= capped.budget_usd
+    for end_user in end_users:
+        spent = rows(conn, "tenant_id = %s AND end_user = %s", (tenant.id, end_user))[1]
+        assert spent <= budget_of(one * 6), (end_user, spent)
+
+
+def refused_by_both(urls: list[str], token: str, status: int, deadline_s: float = 1.0) -> float:
+    """Seconds until every instance refuses ``token`` with ``status``; fails past the deadline."""
+    started = time.monotonic()
+    pending = set(urls)
+    while pending:
+        for url in list(pending):
+            if post(url, token, {**QUICK, "max_tokens": 1}).status_code == status:
+                pending.discard(url)
+        elapsed = time.monotonic() - started
+        assert elapsed < deadline_s, f"still served by {sorted(pending)} after {elapsed:.2f} s"
+    return time.monotonic() - started
+
+
+def test_a_revoked_key_and_a_suspended_tenant_are_refused_by_both_instances_within_a_second(
+    two_proxies, store, database_url
+):
+    urls = [p.url for p in two_proxies]
+    tenant = store.create_tenant(f"nt-{uuid.uuid4().hex[:8]}")
+    key = json.loads(run_cli(database_url, "key", "create", tenant.id, "--json"))
+    other = store.create_key(tenant.id)[1]
+    for url in urls:  # both instances have the keys cached (TTL 10 s)
+        assert post(url, key["token"]).status_code == 200
+        assert post(url, other).status_code == 200
+
+    run_cli(database_url, "key", "revoke", key["id"])
+    took = refused_by_both(urls, key["token"], 401)
+    assert all(post(url, other).status_code == 200 for url in urls)  # the tenant's other key still works
+
+    run_cli(database_url, "tenant", "suspend", tenant.id)
+    took = max(took, refused_by_both(urls, other, 403))
+    run_cli(database_url, "tenant", "resume", tenant.id)
+    refused_by_both(urls, other, 200)
+    print(f"changes reached both instances within {took:.3f} s")
