@@ -46,6 +46,7 @@ __all__ = [
 log = logging.getLogger("billingproxy.budget")
 
 THRESHOLDS = (50, 80, 100)
+REFUSAL_MEMO_S = 0.2  # after the store refused a slice, refuse locally for this long
 
 
 # ---- the shared store --------------------------------------------------------------------
@@ -93,6 +94,7 @@ class Lease:
     reserved: Decimal = ZERO  # held by requests in flight
     consumed: Decimal = ZERO  # settled since the last report
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    refused_until: float = 0.0  # the store just refused a slice: refuse without asking again until then
 
 
 def _take_report(lease: Lease) -> Report:
@@ -190,9 +192,12 @@ class BudgetManager:
         if lease is None or lease.budget != budget:
             lease = self._leases.setdefault((scope, start), Lease(scope, start, budget))
             lease.budget = budget
+            lease.refused_until = 0.0  # a new budget: ask the store again
         if lease.available < amount:  # slow path: one store round trip, one per scope at a time
             async with lease.lock:
-                if lease.available < amount:
+                # A burst against a spent budget costs one round trip per REFUSAL_MEMO_S, not one
+                # per request (which queued for the pool and turned 429s into 503s).
+                if lease.available < amount and time.monotonic() >= lease.refused_until:
                     await self._refill(lease, amount)
         if lease.available < amount:
             raise BudgetExceeded(scope, budget, period, level)
@@ -211,6 +216,7 @@ class BudgetManager:
             lease.consumed += report.consumed  # not counted: report it next time
             raise
         lease.available = grant.granted
+        lease.refused_until = 0.0 if grant.ok else time.monotonic() + REFUSAL_MEMO_S
 
     def settle(self, request_id: str, actual: Decimal) -> None:
         """The request ended with cost ``actual`` (0 releases the reservation)."""

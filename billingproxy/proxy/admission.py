@@ -108,18 +108,19 @@ def _check_message(index: int, message: dict[str, Any]) -> None:
 def budget_levels(
     limits: TenantLimits, end_user: str | None, end_user_budgets: Mapping[str, tuple[Decimal | None, str | None]]
 ) -> list[tuple[str, str, Decimal, str]]:
-    """The budgets this request must fit, as (level, scope, budget, period): the tenant's, its
-    key's, its end user's (an override, else the tenant's default), each only if set."""
+    """The budgets this request must fit, as (level, scope, budget, period), each only if set:
+    the end user's (an override, else the tenant's default), the key's, the tenant's. Narrowest
+    first: a request its end user cannot afford never holds (and races for) the tenant's slice."""
     levels = []
-    if limits.budget_usd is not None:
-        levels.append(("tenant", tenant_scope(limits.tenant_id), limits.budget_usd, limits.budget_period))
+    end_user_budget = limits.end_user_budget(end_user, end_user_budgets)
+    if end_user is not None and end_user_budget is not None:
+        levels.append(("end_user", end_user_scope(limits.tenant_id, end_user), *end_user_budget))
     if limits.key_id is not None and limits.key_budget_usd is not None:
         levels.append(
             ("key", key_scope(limits.tenant_id, limits.key_id), limits.key_budget_usd, limits.key_budget_period)
         )
-    end_user_budget = limits.end_user_budget(end_user, end_user_budgets)
-    if end_user is not None and end_user_budget is not None:
-        levels.append(("end_user", end_user_scope(limits.tenant_id, end_user), *end_user_budget))
+    if limits.budget_usd is not None:
+        levels.append(("tenant", tenant_scope(limits.tenant_id), limits.budget_usd, limits.budget_period))
     return levels
 
 

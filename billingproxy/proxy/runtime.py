@@ -90,7 +90,9 @@ def catalog() -> ModelCatalog:
 @cache
 def pool() -> AsyncConnectionPool:
     """The process's async pool. Opened in the background: callers wait per connection."""
-    return db.async_pool(database_url(), application_name="billingproxy-proxy")
+    # 8: a burst may refill several budget scopes at once (tenant, key, end users), each one
+    # round trip; connections beyond the first open only when needed.
+    return db.async_pool(database_url(), application_name="billingproxy-proxy", max_size=8)
 
 
 _pool_lock: asyncio.Lock | None = None
