@@ -50,6 +50,7 @@ class KeyRecord:
     key_budget_period: str = "monthly"
     key_rpm_limit: int | None = None
     key_tpm_limit: int | None = None
+    key_model_limits: tuple[tuple[str, int | None, int | None], ...] = ()  # (model, rpm, tpm)
     # Every end user's budget, and the overrides: ((end user, budget or None, period or None), ...).
     end_user_budget_usd: Decimal | None = None
     end_user_budget_period: str = "daily"

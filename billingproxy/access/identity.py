@@ -41,7 +41,16 @@ def auth_metadata(record: KeyRecord) -> dict[str, Any]:
         "key_budget_period": record.key_budget_period,
         "end_user_budget_usd": _text(record.end_user_budget_usd),
         "end_user_budget_period": record.end_user_budget_period,
+        **_model_limits(record),
     }
+
+
+def _model_limits(record: KeyRecord) -> dict[str, dict[str, int]]:
+    """The key's per-model limits as LiteLLM's rate limiter reads them from the key's metadata
+    (``model_rpm_limit`` / ``model_tpm_limit``: model → limit, counted per api_key and model)."""
+    rpm = {model: value for model, value, _ in record.key_model_limits if value is not None}
+    tpm = {model: value for model, _, value in record.key_model_limits if value is not None}
+    return {name: limits for name, limits in (("model_rpm_limit", rpm), ("model_tpm_limit", tpm)) if limits}
 
 
 def _text(amount: Decimal | None) -> str | None:

@@ -22,7 +22,7 @@ _TENANT_FIELDS = sql.SQL("""t.id AS tenant_id, t.name AS tenant_name, t.status A
 
 KEY_QUERY = sql.SQL("""SELECT k.id AS key_id, k.key_hash, k.expires_at, k.revoked_at,
     k.budget_usd AS key_budget_usd, k.budget_period AS key_budget_period,
-    k.rpm_limit AS key_rpm_limit, k.tpm_limit AS key_tpm_limit, {tenant}
+    k.rpm_limit AS key_rpm_limit, k.tpm_limit AS key_tpm_limit, k.model_limits AS key_model_limits, {tenant}
     FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = %s""").format(tenant=_TENANT_FIELDS)
 
 # The static gateway token (PROXY_GATEWAY_TOKEN) maps to a tenant, not to a key row.
@@ -39,7 +39,18 @@ def _record(row: dict | None) -> KeyRecord | None:
         (name, None if budget is None else Decimal(budget), period)
         for name, budget, period in row["end_user_overrides"] or ()
     )
-    return KeyRecord(**{**row, "allowed_models": tuple(row["allowed_models"] or ()), "end_user_overrides": overrides})
+    models = tuple(
+        (model, limits.get("rpm"), limits.get("tpm"))
+        for model, limits in sorted((row.get("key_model_limits") or {}).items())
+    )
+    return KeyRecord(
+        **{
+            **row,
+            "allowed_models": tuple(row["allowed_models"] or ()),
+            "end_user_overrides": overrides,
+            "key_model_limits": models,
+        }
+    )
 
 
 class KeyStore:

@@ -39,6 +39,8 @@ def command() -> None:
 @click.option("--budget-period", type=click.Choice(BUDGET_PERIODS), default="monthly", show_default=True)
 @click.option("--rpm", type=click.IntRange(min=1), default=None, help="The key's requests per minute.")
 @click.option("--tpm", type=click.IntRange(min=1), default=None, help="The key's tokens per minute.")
+@click.option("--model-rpm", multiple=True, metavar="MODEL=N", help="The key's requests per minute on one model.")
+@click.option("--model-tpm", multiple=True, metavar="MODEL=N", help="The key's tokens per minute on one model.")
 @json_option
 def key_create(
     tenant_ref: str,
@@ -48,6 +50,8 @@ def key_create(
     budget_period: str,
     rpm: int | None,
     tpm: int | None,
+    model_rpm: tuple[str, ...],
+    model_tpm: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Create a gateway token for a tenant (printed once)."""
@@ -60,6 +64,8 @@ def key_create(
             budget_period=budget_period,
             rpm_limit=rpm,
             tpm_limit=tpm,
+            model_rpm=list(model_rpm),
+            model_tpm=list(model_tpm),
         )
     _key_created(created, token, as_json)
 
@@ -70,8 +76,14 @@ def key_create(
 @click.option("--budget-period", type=click.Choice(BUDGET_PERIODS), default=None)
 @click.option("--rpm", default=None, help="Requests per minute, or 'none'.")
 @click.option("--tpm", default=None, help="Tokens per minute, or 'none'.")
+@click.option(
+    "--model-rpm", multiple=True, metavar="MODEL=N", help="One model's RPM for this key (MODEL=none drops it)."
+)
+@click.option(
+    "--model-tpm", multiple=True, metavar="MODEL=N", help="One model's TPM for this key (MODEL=none drops it)."
+)
 @json_option
-def key_update(key_id: str, budget_usd, budget_period, rpm, tpm, as_json: bool) -> None:
+def key_update(key_id: str, budget_usd, budget_period, rpm, tpm, model_rpm, model_tpm, as_json: bool) -> None:
     """Change a key's budget and limits; every proxy instance applies it within a second."""
     with tenant_store() as store:
         updated = store.update_key(
@@ -80,6 +92,8 @@ def key_update(key_id: str, budget_usd, budget_period, rpm, tpm, as_json: bool) 
             budget_period=budget_period,
             rpm_limit=optional_int(rpm),
             tpm_limit=optional_int(tpm),
+            model_rpm=list(model_rpm),
+            model_tpm=list(model_tpm),
         )
     show_fields(updated.to_json(), as_json)
 

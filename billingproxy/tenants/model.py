@@ -26,6 +26,7 @@ __all__ = [
     "grace_hours",
     "key_state",
     "parse_budget",
+    "parse_model_limits",
     "parse_models",
     "parse_multiplier",
     "positive_or_none",
@@ -87,6 +88,7 @@ class ApiKey:
     budget_period: str = "monthly"
     rpm_limit: int | None = None
     tpm_limit: int | None = None
+    model_limits: dict[str, dict[str, int]] = field(default_factory=dict)  # {"gpt-4o": {"rpm": 10, "tpm": 5000}}
 
     def state(self, now: datetime | None = None) -> str:
         return key_state(self.revoked_at, self.expires_at, now)
@@ -229,6 +231,28 @@ def check_end_user(end_user: str) -> str:
     if not isinstance(end_user, str) or not _END_USER.match(end_user):
         raise InvalidInput("end user must be 1-128 characters: letters, digits and _.:@+/=~|#-")
     return end_user
+
+
+def parse_model_limits(current: dict[str, dict[str, int]], kind: str, specs: list[str]) -> dict[str, dict[str, int]]:
+    """``current`` with ``MODEL=N`` (or ``MODEL=none``) applied for ``kind`` ("rpm" or "tpm")."""
+    limits = {model: dict(values) for model, values in current.items()}
+    for spec in specs:
+        model, sep, value = spec.partition("=")
+        model = model.strip()
+        if not sep or not _MODEL.match(model):
+            raise InvalidInput(f"per-model {kind} must look like MODEL=N (or MODEL=none), got {spec!r}")
+        entry = limits.setdefault(model, {})
+        if value.strip().lower() == "none":
+            entry.pop(kind, None)
+        else:
+            try:
+                number = int(value)
+            except ValueError:
+                raise InvalidInput(f"per-model {kind} for {model} must be a whole number, got {value!r}") from None
+            entry[kind] = positive_or_none(f"{kind} for {model}", number)  # type: ignore[assignment]
+        if not entry:
+            del limits[model]
+    return limits
 
 
 def check_period(period: str) -> str:

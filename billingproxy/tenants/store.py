@@ -25,6 +25,7 @@ from billingproxy.tenants.model import (
     check_name,
     check_period,
     parse_budget,
+    parse_model_limits,
     parse_models,
     parse_multiplier,
     positive_or_none,
@@ -180,9 +181,13 @@ class TenantStore:
         budget_period: str = "monthly",
         rpm_limit: int | None = None,
         tpm_limit: int | None = None,
+        model_rpm: list[str] = (),  # type: ignore[assignment]
+        model_tpm: list[str] = (),  # type: ignore[assignment]
     ) -> tuple[ApiKey, str]:
-        """A new key for the tenant; returns the key and the token, which is never stored."""
-        limits = _key_limits(budget_usd, budget_period, rpm_limit, tpm_limit)
+        """A new key for the tenant; returns the key and the token, which is never stored.
+        ``model_rpm``/``model_tpm``: ``MODEL=N`` limits for this key on one model."""
+        models = parse_model_limits(parse_model_limits({}, "rpm", list(model_rpm)), "tpm", list(model_tpm))
+        limits = (*_key_limits(budget_usd, budget_period, rpm_limit, tpm_limit), Jsonb(models))
         with self.conn.transaction():
             key, token = self._insert_key(self.get_tenant(tenant_ref).id, name, expires_at, token, limits)
         self.conn.commit()
@@ -196,10 +201,16 @@ class TenantStore:
         budget_period: str | None = None,
         rpm_limit: Any = _UNSET,
         tpm_limit: Any = _UNSET,
+        model_rpm: list[str] = (),  # type: ignore[assignment]
+        model_tpm: list[str] = (),  # type: ignore[assignment]
     ) -> ApiKey:
-        """Change a key's own budget and limits (None clears one); omitted ones stay."""
+        """Change a key's own budget and limits (None clears one); omitted ones stay.
+        ``model_rpm``/``model_tpm`` entries ``MODEL=N`` set one model's limit, ``MODEL=none`` drop it."""
         key = self.get_key(key_id)
         changes: dict[str, Any] = {}
+        if model_rpm or model_tpm:
+            models = parse_model_limits(key.model_limits, "rpm", list(model_rpm))
+            changes["model_limits"] = Jsonb(parse_model_limits(models, "tpm", list(model_tpm)))
         if budget_usd is not self._UNSET:
             changes["budget_usd"] = parse_budget(budget_usd)
         if budget_period is not None:
@@ -263,15 +274,15 @@ class TenantStore:
         name: str | None,
         expires_at: datetime | None,
         token: str | None = None,
-        limits: tuple[Decimal | None, str, int | None, int | None] = (None, "monthly", None, None),
+        limits: tuple[Any, ...] = (None, "monthly", None, None, Jsonb({})),
     ) -> tuple[ApiKey, str]:
         token = token or generate_token()
         if expires_at is not None and expires_at.tzinfo is None:
             raise InvalidInput("expiry must carry a time zone")
         row = self.conn.execute(
             _q("""INSERT INTO api_keys (id, tenant_id, key_hash, key_prefix, name, expires_at,
-                                        budget_usd, budget_period, rpm_limit, tpm_limit)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {key_columns}"""),
+                                        budget_usd, budget_period, rpm_limit, tpm_limit, model_limits)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {key_columns}"""),
             (
                 new_id("key"),
                 tenant_id,
@@ -334,7 +345,7 @@ class TenantStore:
             lifetime = old.expires_at - old.created_at if old.expires_at and old.created_at else None
             expires_at = datetime.now(UTC) + lifetime if lifetime else None
             # The successor keeps the old key's budget and limits (its spend starts afresh).
-            limits = (old.budget_usd, old.budget_period, old.rpm_limit, old.tpm_limit)
+            limits = (old.budget_usd, old.budget_period, old.rpm_limit, old.tpm_limit, Jsonb(old.model_limits))
             new_key, token = self._insert_key(old.tenant_id, old.name, expires_at, None, limits)
             row = self.conn.execute(
                 _q("""UPDATE api_keys SET expires_at = least(coalesce(expires_at, 'infinity'), now() + %s)

@@ -7,7 +7,9 @@ ALTER TABLE api_keys
     ADD COLUMN budget_period text NOT NULL DEFAULT 'monthly'
                              CHECK (budget_period IN ('monthly', 'daily', 'total')),
     ADD COLUMN rpm_limit     integer CHECK (rpm_limit > 0),
-    ADD COLUMN tpm_limit     integer CHECK (tpm_limit > 0);
+    ADD COLUMN tpm_limit     integer CHECK (tpm_limit > 0),
+    -- per model, for this key: {"gpt-4o": {"rpm": 10, "tpm": 5000}} (LiteLLM's model_rpm/tpm_limit)
+    ADD COLUMN model_limits  jsonb NOT NULL DEFAULT '{}';
 
 -- The budget every end user of the tenant gets unless end_user_budgets says otherwise.
 ALTER TABLE tenants

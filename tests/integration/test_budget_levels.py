@@ -132,6 +132,21 @@ def test_a_key_rpm_limit_refuses_that_key_only(proxy, store, database_url):
     assert [post(proxy.url, other, cheap).status_code for _ in range(4)] == [200] * 4
 
 
+def test_a_key_per_model_rpm_limit_refuses_that_model_only(proxy, store, database_url):
+    tenant = store.create_tenant(f"mrpm-{uuid.uuid4().hex[:8]}")
+    key = json.loads(run_cli(database_url, "key", "create", tenant.id, "--model-rpm", "gpt-4o-mini=2", "--json"))
+    assert key["model_limits"] == {"gpt-4o-mini": {"rpm": 2}}
+    mini = {**QUICK, "max_tokens": 1}
+    other = {**mini, "model": "gpt-4o"}
+    statuses = [post(proxy.url, key["token"], mini).status_code for _ in range(3)]
+    if statuses != [200, 200, 429]:  # a minute boundary fell between them
+        statuses = [post(proxy.url, key["token"], mini).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429], statuses
+    assert [post(proxy.url, key["token"], other).status_code for _ in range(3)] == [200] * 3
+    updated = json.loads(run_cli(database_url, "key", "update", key["id"], "--model-rpm", "gpt-4o-mini=none", "--json"))
+    assert updated["model_limits"] == {}
+
+
 @pytest.fixture(scope="module")
 def two_proxies(tmp_path_factory, upstream, database_url):
     """Two instances sharing the database, auth cache TTL at its default (10 s)."""
