@@ -277,3 +277,25 @@ def test_a_revoked_key_and_a_suspended_tenant_are_refused_by_both_instances_with
     run_cli(database_url, "tenant", "resume", tenant.id)
     refused_by_both(urls, other, 200)
     print(f"changes reached both instances within {took:.3f} s")
+
+
+def test_with_the_change_channel_cut_a_revocation_still_lands_within_the_ttl(two_proxies, store, conn, database_url):
+    """The LISTEN connections are killed (a database failover, a proxy in between): the revocation
+    sent meanwhile is not heard, yet both instances refuse the key within the TTL (10 s) — sooner,
+    since a follower that reconnects refetches everything it has cached."""
+    urls = [p.url for p in two_proxies]
+    tenant = store.create_tenant(f"cut-{uuid.uuid4().hex[:8]}")
+    key, token = store.create_key(tenant.id)
+    for url in urls:
+        assert post(url, token).status_code == 200
+    database = conn.execute("SELECT current_database() AS name").fetchone()["name"]
+    cut = conn.execute(
+        """SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity
+           WHERE application_name = 'billingproxy-auth' AND datname = %s""",
+        (database,),
+    ).fetchone()["n"]
+    conn.commit()
+    assert cut >= 2
+    store.revoke_key(key.id)
+    took = refused_by_both(urls, token, 401, deadline_s=10.5)
+    print(f"revocation with the channel cut reached both instances in {took:.2f} s")
