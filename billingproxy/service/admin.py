@@ -58,6 +58,8 @@ class KeyCreate(Strict):
     budget_period: str = "monthly"
     rpm_limit: int | None = None
     tpm_limit: int | None = None
+    model_rpm: list[str] = []  # "MODEL=N": the key's limit on one model
+    model_tpm: list[str] = []
 
 
 class KeyPatch(Strict):
@@ -65,6 +67,8 @@ class KeyPatch(Strict):
     budget_period: str | None = None
     rpm_limit: int | None = None
     tpm_limit: int | None = None
+    model_rpm: list[str] = []  # "MODEL=N" sets one model's limit, "MODEL=none" drops it
+    model_tpm: list[str] = []
 
 
 class EndUserBudgetPut(Strict):
@@ -130,6 +134,8 @@ def create_key(body: KeyCreate, store: Store) -> dict[str, Any]:
         budget_period=body.budget_period,
         rpm_limit=body.rpm_limit,
         tpm_limit=body.tpm_limit,
+        model_rpm=body.model_rpm,
+        model_tpm=body.model_tpm,
     )
     return {**key.to_json(), "token": token}
 

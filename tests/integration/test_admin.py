@@ -126,8 +126,13 @@ def test_admin_api_key_and_end_user_budgets(api):
     )
     assert key.status_code == 201, key.text
     assert (key.json()["budget_usd"], key.json()["rpm_limit"], key.json()["tpm_limit"]) == ("10.000000", 60, None)
-    changed = api.patch(f"/admin/keys/{key.json()['id']}", json={"budget_usd": None, "tpm_limit": 20000})
+    changed = api.patch(
+        f"/admin/keys/{key.json()['id']}", json={"budget_usd": None, "tpm_limit": 20000, "model_rpm": ["gpt-4o=10"]}
+    )
     assert (changed.json()["budget_usd"], changed.json()["rpm_limit"], changed.json()["tpm_limit"]) == (None, 60, 20000)
+    assert changed.json()["model_limits"] == {"gpt-4o": {"rpm": 10}}
+    bad_model = api.patch(f"/admin/keys/{key.json()['id']}", json={"model_tpm": ["gpt-4o"]})
+    assert bad_model.status_code == 400 and "MODEL=N" in bad_model.json()["error"]["message"]
     put = api.put(f"/admin/end-users/{tenant['id']}/alice", json={"budget_usd": "20"})
     assert put.status_code == 200 and put.json()["budget_usd"] == "20.000000" and put.json()["budget_period"] is None
     listed = api.get("/admin/end-users", params={"tenant": tenant["id"]}).json()
