@@ -47,6 +47,9 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "auth-only": ("auth", {}),
     "ours": ("all", {}),
     "ours-budget": ("all", {}),  # same proxy setup; the tenant has a budget, so every request reserves
+    # Budgets at three levels: the tenant's, the key's and the end user's (the tenant's default, with
+    # 1,000 overrides for other end users loaded into the auth cache); every request reserves at each.
+    "ours-levels": ("all", {}),
     "ours-no-writer": ("all", {"BILLINGPROXY_WRITE_USAGE": "0"}),
     "ours-no-log": ("all", {"BILLINGPROXY_REQUEST_LOG": "0"}),
     # Tuning: worker processes per instance (LiteLLM's NUM_WORKERS; uvicorn, uvloop), and the
@@ -55,8 +58,10 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "ours-2w": ("all", {"NUM_WORKERS": "2"}),
     "ours-access-log": ("all", {"LITELLM_LOG": "INFO"}),
 }
-BUDGETED = {"ours-budget"}
+BUDGETED = {"ours-budget", "ours-levels"}
+LEVELS = {"ours-levels"}
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "benchmark request words"}], "max_tokens": 8}
+BODIES = {"ours-levels": {**BODY, "user": "bench-end-user"}}  # the end user whose budget applies
 
 
 @dataclass
@@ -182,11 +187,20 @@ def database() -> tuple[str, object | None]:
     return url, embedded
 
 
-def tenant_token(url: str, budget_usd: str | None = None) -> str:
+def tenant_token(url: str, budget_usd: str | None = None, levels: bool = False) -> str:
     with db.connect(url) as conn:
         store = TenantStore(conn)
         tenant = store.create_tenant(f"bench-{uuid.uuid4().hex[:8]}", budget_usd=budget_usd)
-        return store.create_key(tenant.id)[1]
+        if not levels:
+            return store.create_key(tenant.id)[1]
+        store.update_tenant(tenant.id, end_user_budget_usd="1000000", end_user_budget_period="daily")
+        for i in range(1000):
+            conn.execute(
+                "INSERT INTO end_user_budgets (tenant_id, end_user, budget_usd) VALUES (%s, %s, 5)",
+                (tenant.id, f"other-{i}"),
+            )
+        conn.commit()
+        return store.create_key(tenant.id, budget_usd="1000000")[1]
 
 
 def start_proxy(variant: str, workdir: Path, upstream_url: str, db_url: str, extra_env: dict[str, str]) -> ProxyProcess:
@@ -269,12 +283,14 @@ async def run_rounds(args, proxies: dict[str, ProxyProcess], tokens: dict[str, s
     results = []
     for concurrency in args.concurrency:
         for variant, proxy in proxies.items():  # warm-up: connections, caches, the writer
-            await drive(proxy.url, tokens[variant], min(200, args.requests), concurrency, proxy.process.pid)
+            body = BODIES.get(variant, BODY)
+            await drive(proxy.url, tokens[variant], min(200, args.requests), concurrency, proxy.process.pid, body)
         for round_no in range(args.rounds):
             order = list(proxies) if round_no % 2 == 0 else list(reversed(proxies))  # alternate the order
             for variant in order:
                 proxy = proxies[variant]
-                result = await drive(proxy.url, tokens[variant], args.requests, concurrency, proxy.process.pid)
+                body = BODIES.get(variant, BODY)
+                result = await drive(proxy.url, tokens[variant], args.requests, concurrency, proxy.process.pid, body)
                 result.variant = variant
                 results.append(result)
                 print(f"  round {round_no + 1} c={concurrency} {variant:16} {result.rps:8.1f} req/s", flush=True)
@@ -313,7 +329,9 @@ def main() -> None:
             proxies[variant] = start_proxy(variant, workdir, upstream_url, db_url, {})
             ready[variant].append(proxies[variant].ready_seconds)
         tokens = {
-            v: MASTER_KEY if v.startswith("stock") else tenant_token(db_url, "1000000" if v in BUDGETED else None)
+            v: MASTER_KEY
+            if v.startswith("stock")
+            else tenant_token(db_url, "1000000" if v in BUDGETED else None, levels=v in LEVELS)
             for v in args.variants
         }
         limits = {c: asyncio.run(direct_upstream(upstream_url, args.requests, c)) for c in args.concurrency}

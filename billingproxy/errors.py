@@ -60,8 +60,10 @@ class Refusal(BillingProxyError):
         *,
         param: str | None = None,
         headers: dict[str, str] | None = None,
+        details: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
+        self.details = details or {}  # extra fields of the error body (a budget refusal's "level")
         self.status = status
         self.code = code
         self.param = param  # the request field at fault (OpenAI's error.param), when there is one

@@ -34,18 +34,25 @@ def to_user_api_key_auth(principal: proxy.Principal) -> UserAPIKeyAuth:
 @functools.lru_cache(maxsize=10_000)
 def _template(record: proxy.KeyRecord) -> UserAPIKeyAuth:
     """One validated UserAPIKeyAuth per cached key record (records are immutable and hashable)."""
-    # LiteLLM keys its RPM/TPM counters on ``api_key``: the tenant, so a tenant's limits hold
-    # across all its keys (and instances, with Redis). It is never the raw token (LiteLLM logs it).
+    # LiteLLM's rate limiter (parallel_request_limiter, 1.106) counts per ``api_key`` (rpm_limit,
+    # tpm_limit) and per ``user_id`` (user_rpm_limit, user_tpm_limit), across instances with Redis.
+    # ``api_key`` is the key, with the key's limits; ``user_id`` the tenant, with the tenant's, so a
+    # tenant's limits hold across all its keys. Neither is the raw token (LiteLLM logs them).
     # No ``team_id``: with one, LiteLLM deep-copies its whole config on every request (to look up
     # team callbacks), ~4 % of the proxy's CPU; the tenant travels in ``metadata`` instead.
-    limiter_identity = proxy.limiter_identity(record)
+    key_identity = proxy.limiter_identity(record)
+    tenant_limited = record.rpm_limit is not None or record.tpm_limit is not None
+    gateway = record.key_id is None  # the gateway token: its "key" is the tenant
     return UserAPIKeyAuth(
-        api_key=limiter_identity,
-        token=limiter_identity,
+        api_key=key_identity,
+        token=key_identity,
         key_alias=record.key_id,
         models=list(record.allowed_models),
-        rpm_limit=record.rpm_limit,
-        tpm_limit=record.tpm_limit,
+        rpm_limit=record.rpm_limit if gateway else record.key_rpm_limit,
+        tpm_limit=record.tpm_limit if gateway else record.key_tpm_limit,
+        user_id=proxy.tenant_limiter_identity(record) if tenant_limited and not gateway else None,
+        user_rpm_limit=record.rpm_limit,
+        user_tpm_limit=record.tpm_limit,
         metadata=proxy.auth_metadata(record),
         user_role=LitellmUserRoles.INTERNAL_USER,
     )

@@ -25,6 +25,7 @@ class GatewayRefusal(ProxyException):
             code=refusal.status,
             openai_code=refusal.code,
         )
+        self.details = refusal.details
 
     def to_dict(self) -> dict:
-        return {**super().to_dict(), "code": self.openai_code}
+        return {**super().to_dict(), "code": self.openai_code, **self.details}

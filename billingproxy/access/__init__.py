@@ -8,6 +8,7 @@ from billingproxy.access.identity import (
     auth_metadata_of_payload,
     limiter_identity,
     limits_from_auth,
+    tenant_limiter_identity,
 )
 from billingproxy.access.keystore import KeyStore
 from billingproxy.access.routes import TENANT_ROUTES, check_tenant_route, tenant_may_call
@@ -24,5 +25,6 @@ __all__ = [
     "check_tenant_route",
     "limiter_identity",
     "limits_from_auth",
+    "tenant_limiter_identity",
     "tenant_may_call",
 ]

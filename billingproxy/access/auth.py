@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
@@ -45,6 +45,19 @@ class KeyRecord:
     customer_id: str | None
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
+    # The key's own budget and limits (issue 19), on top of the tenant's.
+    key_budget_usd: Decimal | None = None
+    key_budget_period: str = "monthly"
+    key_rpm_limit: int | None = None
+    key_tpm_limit: int | None = None
+    key_model_limits: tuple[tuple[str, int | None, int | None], ...] = ()  # (model, rpm, tpm)
+    # Every end user's budget, and the overrides: ((end user, budget or None, period or None), ...).
+    end_user_budget_usd: Decimal | None = None
+    end_user_budget_period: str = "daily"
+    # Not part of the hash: LiteLLM's adapter hashes the record on every request (its template cache).
+    end_user_overrides: tuple[tuple[str, Decimal | None, str | None], ...] = field(
+        default=(), hash=False, compare=False
+    )
 
 
 @dataclass(frozen=True)
@@ -61,11 +74,15 @@ TenantLookup = Callable[[str], Awaitable[KeyRecord | None]]
 
 
 class _Entry:
-    __slots__ = ("fetched_at", "record")
+    __slots__ = ("fetched_at", "record", "valid")
 
     def __init__(self, record: KeyRecord | None, fetched_at: float) -> None:
         self.record = record
         self.fetched_at = fetched_at
+        self.valid = True  # False once a change was announced: refetch, but keep it for stale-if-error
+
+
+EndUserBudgets = dict[str, tuple[Decimal | None, str | None]]
 
 
 class Authenticator:
@@ -89,7 +106,28 @@ class Authenticator:
         self._negative: OrderedDict[str, _Entry] = OrderedDict()  # unknown tokens, oldest first
         self._negative_size = max(64, settings.cache_size // 10)
         self._inflight: dict[str, asyncio.Future[KeyRecord | None]] = {}
+        # Per tenant, its end-user overrides as last fetched (admission reads them: no query per request).
+        self._end_users: dict[str, EndUserBudgets] = {}
+        self._generation = 0  # bumped by every invalidation: a fetch that started before is not cached
         self.db_lookups = 0  # observable in tests and benchmarks
+        self.invalidations = 0
+
+    def end_user_budgets(self, tenant_id: str) -> EndUserBudgets:
+        """The tenant's per-end-user overrides, from its most recently fetched key."""
+        return self._end_users.get(tenant_id) or {}
+
+    def invalidate(self, tenant_id: str | None = None) -> int:
+        """A tenant's keys changed (None: anything may have): refetch them on their next use.
+        Entries are kept, marked, so a database outage right after still serves them (stale-if-error)."""
+        self._generation += 1
+        self.invalidations += 1
+        count = 0
+        for entry in self._cache.values():
+            if tenant_id is None or (entry.record is not None and entry.record.tenant_id == tenant_id):
+                entry.valid = False
+                count += 1
+        self._negative.clear()  # a key created for an unknown token; cheap to refetch
+        return count
 
     async def authenticate(self, token: str | None) -> Principal:
         token = strip_bearer(token)
@@ -112,20 +150,27 @@ class Authenticator:
         now = self._clock()
         entry = self._cache.get(cache_key)
         if entry is not None:
-            if now - entry.fetched_at < self.settings.cache_ttl_s:
+            if entry.valid and now - entry.fetched_at < self.settings.cache_ttl_s:
                 self._cache.move_to_end(cache_key)  # LRU: a key in use stays
                 return entry.record  # type: ignore[return-value]  (only known keys are here)
         elif (negative := self._negative.get(cache_key)) is not None and (
             now - negative.fetched_at < self.settings.negative_ttl_s
         ):
             return _known(None)
+        generation = self._generation
         try:
             record = await self._single_flight(cache_key, fetch)
         except Unavailable:
             if entry is not None and entry.record is not None and now - entry.fetched_at < self._stale_max_s:
                 return entry.record  # stale-if-error: keep serving known keys during an outage
             raise Refusal(503, "auth_unavailable", "Authentication is temporarily unavailable; retry.") from None
-        self._store(cache_key, _Entry(record, self._clock()))
+        fresh = _Entry(record, self._clock())
+        fresh.valid = generation == self._generation  # a change announced mid-fetch: use once, refetch next time
+        self._store(cache_key, fresh)
+        if record is not None:
+            self._end_users[record.tenant_id] = {
+                name: (budget, period) for name, budget, period in record.end_user_overrides
+            }
         return _known(record)
 
     async def _single_flight(self, cache_key: str, fetch: Callable[[], Awaitable[KeyRecord | None]]):

@@ -1,4 +1,8 @@
-"""Per-tenant budgets that hold under concurrency and across instances.
+"""Budgets that hold under concurrency and across instances, per tenant, key and end user.
+
+Each budget has a *scope* (billingproxy.budgets.scopes): a tenant id, ``key:…`` or
+``end_user:…``; the manager and the stores treat every scope alike (``tenant_id`` fields hold it).
+A request that several budgets apply to reserves at each (``reserve_levels``): all or none.
 
 Before the upstream call a request reserves its *maximum possible cost*; when it ends the
 reservation is settled to the real cost (or released on failure). Reservations come from a
@@ -16,12 +20,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
+from billingproxy.budgets.scopes import parse_scope
 from billingproxy.errors import BillingProxyError, Unavailable
 from billingproxy.metering import ZERO
 from billingproxy.tenants import period_start
@@ -41,6 +46,7 @@ __all__ = [
 log = logging.getLogger("billingproxy.budget")
 
 THRESHOLDS = (50, 80, 100)
+REFUSAL_MEMO_S = 0.2  # after the store refused a slice, refuse locally for this long
 
 
 # ---- the shared store --------------------------------------------------------------------
@@ -89,6 +95,7 @@ class Lease:
     consumed: Decimal = ZERO  # settled since the last report
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_used: float = field(default_factory=time.monotonic)  # last reservation or settlement
+    refused_until: float = 0.0  # the store just refused a slice: refuse without asking again until then
 
 
 def _take_report(lease: Lease) -> Report:
@@ -104,16 +111,29 @@ class Reservation:
     lease: Lease
     amount: Decimal
     created: float
+    others: tuple[Lease, ...] = ()  # the request's other levels, each holding the same amount
+
+    @property
+    def leases(self) -> tuple[Lease, ...]:
+        return (self.lease, *self.others)
 
 
 class BudgetStoreUnavailable(Unavailable):
     """The shared store could not be reached to refill a slice."""
 
 
+_WHOSE = {"tenant": "", "key": "key's ", "end_user": "end user's "}
+
+
 class BudgetExceeded(BillingProxyError):
-    def __init__(self, tenant_id: str, budget: Decimal, period: str) -> None:
-        super().__init__(f"Budget exceeded: the {period} budget of {budget} USD has no room left for this request.")
-        self.tenant_id = tenant_id
+    def __init__(self, tenant_id: str, budget: Decimal, period: str, level: str = "tenant") -> None:
+        whose = _WHOSE.get(level, "")
+        super().__init__(
+            f"Budget exceeded: the {whose}{period} budget of {budget} USD has no room left for this request."
+        )
+        self.tenant_id = tenant_id  # the scope
+        self.level = level
+        self.period = period
 
 
 class BudgetManager:
@@ -145,23 +165,52 @@ class BudgetManager:
     async def reserve(
         self, request_id: str, tenant_id: str, budget: Decimal, period: str, amount: Decimal
     ) -> Reservation:
-        start = period_start(period)
-        lease = self._leases.get((tenant_id, start))
-        if lease is None or lease.budget != budget:
-            lease = self._leases.setdefault((tenant_id, start), Lease(tenant_id, start, budget))
-            lease.budget = budget
-        if lease.available < amount:  # slow path: one store round trip, one per tenant at a time
-            async with lease.lock:
-                if lease.available < amount:
-                    await self._refill(lease, amount)
-        if lease.available < amount:
-            raise BudgetExceeded(tenant_id, budget, period)
-        lease.available -= amount
-        lease.reserved += amount
-        lease.last_used = now = time.monotonic()
-        reservation = Reservation(request_id, lease, amount, now)
+        lease = await self._take(tenant_id, budget, period, amount, "tenant")
+        reservation = Reservation(request_id, lease, amount, time.monotonic())
         self._reservations[request_id] = reservation
         return reservation
+
+    async def reserve_levels(
+        self, request_id: str, levels: Sequence[tuple[str, str, Decimal, str]], amount: Decimal
+    ) -> Reservation | None:
+        """Reserve ``amount`` at every level — (level, scope, budget, period) — or at none: when
+        one refuses (``BudgetExceeded`` naming its level) the levels taken before are released.
+        ``settle`` then settles them all. None when no level applies."""
+        taken: list[Lease] = []
+        try:
+            for level, scope, budget, period in levels:
+                taken.append(await self._take(scope, budget, period, amount, level))
+        except BaseException:
+            for lease in taken:
+                lease.reserved -= amount
+                lease.available += amount
+            raise
+        if not taken:
+            return None
+        reservation = Reservation(request_id, taken[0], amount, time.monotonic(), tuple(taken[1:]))
+        self._reservations[request_id] = reservation
+        return reservation
+
+    async def _take(self, scope: str, budget: Decimal, period: str, amount: Decimal, level: str) -> Lease:
+        """Move ``amount`` from the scope's slice to reserved (refilling the slice if short)."""
+        start = period_start(period)
+        lease = self._leases.get((scope, start))
+        if lease is None or lease.budget != budget:
+            lease = self._leases.setdefault((scope, start), Lease(scope, start, budget))
+            lease.budget = budget
+            lease.refused_until = 0.0  # a new budget: ask the store again
+        if lease.available < amount:  # slow path: one store round trip, one per scope at a time
+            async with lease.lock:
+                # A burst against a spent budget costs one round trip per REFUSAL_MEMO_S, not one
+                # per request (which queued for the pool and turned 429s into 503s).
+                if lease.available < amount and time.monotonic() >= lease.refused_until:
+                    await self._refill(lease, amount)
+        if lease.available < amount:
+            raise BudgetExceeded(scope, budget, period, level)
+        lease.available -= amount
+        lease.reserved += amount
+        lease.last_used = time.monotonic()
+        return lease
 
     async def _refill(self, lease: Lease, need: Decimal) -> None:
         """Caller holds ``lease.lock``. Reports settled spend and asks for a new slice."""
@@ -174,19 +223,20 @@ class BudgetManager:
             lease.consumed += report.consumed  # not counted: report it next time
             raise
         lease.available = grant.granted
+        lease.refused_until = 0.0 if grant.ok else time.monotonic() + REFUSAL_MEMO_S
 
     def settle(self, request_id: str, actual: Decimal) -> None:
         """The request ended with cost ``actual`` (0 releases the reservation)."""
         reservation = self._reservations.pop(request_id, None)
         if reservation is None:
             return
-        lease = reservation.lease
-        lease.reserved -= reservation.amount
-        lease.consumed += actual
-        lease.available += reservation.amount - actual
-        lease.last_used = time.monotonic()
-        if self.draining:
-            lease.available = ZERO  # nothing more is admitted here: the store gets it back
+        for lease in reservation.leases:
+            lease.reserved -= reservation.amount
+            lease.consumed += actual
+            lease.available += reservation.amount - actual
+            lease.last_used = time.monotonic()
+            if self.draining:
+                lease.available = ZERO  # nothing more is admitted here: the store gets it back
 
     # background
 
@@ -231,6 +281,8 @@ class BudgetManager:
                     lease.consumed += report.consumed
                 raise
         for tenant_id, threshold, spent in crossed:
+            if parse_scope(tenant_id)[0] != "tenant":
+                continue  # alerts (log line, webhook) are for tenant budgets only
             log.warning(
                 "tenant %s crossed %d%% of its budget (spent %s USD)",
                 tenant_id,

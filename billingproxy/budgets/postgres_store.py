@@ -1,8 +1,10 @@
 """The budget store in PostgreSQL, shared by every proxy instance (see manager.py). The only module
 that writes ``budget_spend`` and ``budget_leases``.
 
-Each acquire locks the tenant-period row (``FOR UPDATE``), so grants for one tenant are
-serialised across instances while different tenants proceed in parallel.
+A budget's subject is a scope (billingproxy.budgets.scopes): a tenant, a key or an end user; it
+is stored in the ``tenant_id`` column (migration 0017). Each acquire locks the scope-period row
+(``FOR UPDATE``), so grants for one scope are serialised across instances while different scopes
+proceed in parallel.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from billingproxy.budgets.manager import BudgetStoreUnavailable, Grant, Report, crossed_thresholds
-from billingproxy.budgets.spend import DERIVED_SPEND_SQL
+from billingproxy.budgets.spend import derived_spend_query
 from billingproxy.metering import ZERO
 
 __all__ = ["LEASE_TTL", "PostgresBudgetStore"]
@@ -49,7 +51,7 @@ class PostgresBudgetStore:
     async def _acquire(self, holder: str, report: Report, reserved: Decimal, want: Decimal, need: Decimal) -> Grant:
         async with self.pool.connection(timeout=2) as conn, conn.transaction():
             spent, _ = await self._add_spent(conn, report)
-            derived = await _scalar(conn, DERIVED_SPEND_SQL, (report.tenant_id, report.period_start))
+            derived = await _scalar(conn, *derived_spend_query(report.tenant_id, report.period_start))
             others = await _scalar(conn, _OTHERS, (report.tenant_id, report.period_start, holder))
             free = report.budget - max(spent, derived) - others - reserved
             granted = min(want, free) if free >= need else ZERO

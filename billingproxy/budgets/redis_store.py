@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from billingproxy.budgets.manager import BudgetStoreUnavailable, Grant, Report, crossed_thresholds
 from billingproxy.budgets.postgres_store import LEASE_TTL
-from billingproxy.budgets.spend import DERIVED_SPEND_SQL
+from billingproxy.budgets.spend import derived_spend_query
 from billingproxy.errors import ConfigError
 from billingproxy.metering import COST_QUANTUM
 
@@ -130,6 +130,6 @@ return 0
 
 async def _derived_spend(pool: AsyncConnectionPool, tenant_id: str, start: datetime) -> Decimal:
     async with pool.connection(timeout=2) as conn:
-        cursor = await conn.execute(DERIVED_SPEND_SQL, (tenant_id, start))
+        cursor = await conn.execute(*derived_spend_query(tenant_id, start))
         row = await cursor.fetchone()
     return Decimal(row["spent"])

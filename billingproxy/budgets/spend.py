@@ -7,24 +7,37 @@ from decimal import Decimal
 
 import psycopg
 
+from billingproxy.budgets.scopes import parse_scope
 from billingproxy.metering import ZERO
 
-__all__ = ["DERIVED_SPEND_SQL", "period_status"]
+__all__ = ["DERIVED_SPEND_SQL", "derived_spend_query", "period_status"]
 
 # What the usage rows say was spent: catches reports lost with a crashed instance.
 DERIVED_SPEND_SQL = """SELECT coalesce(sum(cost_usd), 0) AS spent FROM usage_daily
     WHERE tenant_id = %s AND day >= (%s AT TIME ZONE 'UTC')::date"""
+# The same for a key or an end user, from the attribution rollup (migration 0015): one range scan.
+_DERIVED_ATTRIBUTED_SQL = """SELECT coalesce(sum(cost_usd), 0) AS spent FROM usage_daily_attribution
+    WHERE tenant_id = %s AND dimension = %s AND value = %s AND day >= (%s AT TIME ZONE 'UTC')::date"""
+
+
+def derived_spend_query(scope: str, start: datetime) -> tuple[str, tuple]:
+    """The query (and its parameters) for what the rollups say ``scope`` spent since ``start``."""
+    level, tenant_id, value = parse_scope(scope)
+    if level == "tenant":
+        return DERIVED_SPEND_SQL, (tenant_id, start)
+    return _DERIVED_ATTRIBUTED_SQL, (tenant_id, level, value, start)
 
 
 def period_status(conn: psycopg.Connection, tenant_id: str, start: datetime, budget: Decimal | None) -> dict:
     """Spend, reserved (slices held by live instances) and remaining, for the CLI and admin API.
+    ``tenant_id`` may be any budget scope (billingproxy.budgets.scopes).
 
     ``conn`` must return dict rows (billingproxy.db.connect does).
     """
     reported = conn.execute(
         "SELECT spent FROM budget_spend WHERE tenant_id = %s AND period_start = %s", (tenant_id, start)
     ).fetchone()
-    derived = conn.execute(DERIVED_SPEND_SQL, (tenant_id, start)).fetchone()["spent"]
+    derived = conn.execute(*derived_spend_query(tenant_id, start)).fetchone()["spent"]
     held = conn.execute(
         """SELECT coalesce(sum(amount), 0) AS held FROM budget_leases
            WHERE tenant_id = %s AND period_start = %s AND expires_at > now()""",

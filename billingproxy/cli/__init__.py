@@ -36,6 +36,7 @@ def _register() -> None:
     from billingproxy.cli import (
         db_cmd,
         doctor_cmd,
+        end_user_cmd,
         key_cmd,
         portal_cmd,
         prices_cmd,
@@ -45,7 +46,18 @@ def _register() -> None:
         usage_cmd,
     )
 
-    modules = (db_cmd, tenant_cmd, key_cmd, usage_cmd, stripe_cmd, service_cmd, doctor_cmd, portal_cmd, prices_cmd)
+    modules = (
+        db_cmd,
+        tenant_cmd,
+        key_cmd,
+        end_user_cmd,
+        usage_cmd,
+        stripe_cmd,
+        service_cmd,
+        doctor_cmd,
+        portal_cmd,
+        prices_cmd,
+    )
     for module in modules:
         main.add_command(module.command)
     main.add_command(prices_cmd.ratecard_command)

@@ -31,6 +31,14 @@ def _optional(value: str | None, parse: Callable[[str], Any] = str) -> Any:
     return None if value.lower() == _CLEAR else parse(value)
 
 
+def optional_value(value: str | None) -> Any:
+    return _optional(value)
+
+
+def optional_int(value: str | None) -> Any:
+    return _optional(value, _int)
+
+
 def _int(value: str) -> int:
     try:
         return int(value)
@@ -99,9 +107,22 @@ def tenant_show(tenant_ref: str, as_json: bool) -> None:
 @click.option(
     "--price-multiplier", default=None, help="Markup from now on, e.g. 1.2: an all-models rate card (see ratecard)."
 )
+@click.option("--end-user-budget-usd", default=None, help="Every end user's budget in USD, or 'none'.")
+@click.option("--end-user-budget-period", type=click.Choice(BUDGET_PERIODS), default=None)
 @json_option
 def tenant_update(
-    tenant_ref, name, budget_usd, budget_period, models, rpm, tpm, stripe_customer, price_multiplier, as_json
+    tenant_ref,
+    name,
+    budget_usd,
+    budget_period,
+    models,
+    rpm,
+    tpm,
+    stripe_customer,
+    price_multiplier,
+    end_user_budget_usd,
+    end_user_budget_period,
+    as_json,
 ) -> None:
     """Change a tenant's settings; omitted options stay as they are."""
     with tenant_store() as store:
@@ -119,6 +140,8 @@ def tenant_update(
             rpm_limit=_optional(rpm, _int),
             tpm_limit=_optional(tpm, _int),
             stripe_customer_id=_optional(stripe_customer),
+            end_user_budget_usd=_optional(end_user_budget_usd),
+            end_user_budget_period=end_user_budget_period,
         )
     _show_tenant(updated, as_json)
 
@@ -133,5 +156,7 @@ def _status_command(name: str, status: str, help_text: str) -> None:
         _show_tenant(changed, as_json)
 
 
-_status_command("suspend", "suspended", "Suspend a tenant: its keys are refused (403) within the auth cache TTL.")
+_status_command(
+    "suspend", "suspended", "Suspend a tenant: its keys are refused (403) by every instance within a second."
+)
 _status_command("resume", "active", "Make a suspended tenant active again.")

@@ -12,7 +12,14 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from billingproxy import logs, shutdown
-from billingproxy.access import KeyRecord, Principal, auth_metadata, check_tenant_route, limiter_identity
+from billingproxy.access import (
+    KeyRecord,
+    Principal,
+    auth_metadata,
+    check_tenant_route,
+    limiter_identity,
+    tenant_limiter_identity,
+)
 from billingproxy.access import limits_from_auth as _limits_from_auth
 from billingproxy.access.attribution import attach_attribution
 from billingproxy.config import AuthSettings, WriterSettings
@@ -40,6 +47,7 @@ __all__ = [
     "record_usage",
     "response_headers",
     "start",
+    "tenant_limiter_identity",
     "warm_tokenizer",
 ]
 
@@ -98,7 +106,7 @@ async def admit_request(
     limits = _limits_from_auth(auth_meta, models)
     if limits is not None:
         check_body_read(body, (body.get("proxy_server_request") or {}).get("headers"))
-        attach_attribution(body)  # first: a malformed end user or tag is a 400, never billed
+        attribution = attach_attribution(body)  # first: a malformed end user or tag is a 400, never billed
         await _admit(
             limits,
             request_id,
@@ -108,6 +116,8 @@ async def admit_request(
             runtime.budgets(),
             runtime.settings(),
             runtime.catalog(),
+            end_user=attribution.end_user,
+            end_user_budgets=runtime.authenticator().end_user_budgets(limits.tenant_id),
         )
         inflight.begin(request_id, body, auth_meta)
         if runtime.settings().request_log:

@@ -1,4 +1,5 @@
-"""Admission before the upstream call: the tenant's model allow-list and its budget.
+"""Admission before the upstream call: the tenant's model allow-list and its budgets (tenant, key,
+end user: all must have room).
 
 Called from LiteLLM's pre-call hook with the request body; raises ``billingproxy.errors.Refusal``
 with the HTTP status and OpenAI-style code the client should get. No network I/O unless this instance's
@@ -7,10 +8,13 @@ budget slice for the tenant has run out.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from billingproxy.access import TenantLimits
 from billingproxy.budgets import BudgetExceeded, BudgetManager, BudgetStoreUnavailable
+from billingproxy.budgets.scopes import end_user_scope, key_scope, tenant_scope
 from billingproxy.config import ProxySettings
 from billingproxy.errors import Refusal
 from billingproxy.metering import OUTPUT_LIMITS, PriceTable, max_cost, output_token_limit, request_dimensions
@@ -18,7 +22,7 @@ from billingproxy.prices import ReservationPrices
 from billingproxy.proxy.catalog import ModelCatalog
 from billingproxy.proxy.contract import budget_refusal_headers
 
-__all__ = ["TenantLimits", "admit", "check_chat_body", "check_output_limits"]
+__all__ = ["TenantLimits", "admit", "budget_levels", "check_chat_body", "check_output_limits"]
 
 _DEFAULTS = ProxySettings()
 # Where an absent output limit is filled in, so a reservation really bounds the cost.
@@ -101,6 +105,25 @@ def _check_message(index: int, message: dict[str, Any]) -> None:
     raise Refusal(400, "invalid_parameter", f"messages[{index}]: {problem}.", "invalid_request_error")
 
 
+def budget_levels(
+    limits: TenantLimits, end_user: str | None, end_user_budgets: Mapping[str, tuple[Decimal | None, str | None]]
+) -> list[tuple[str, str, Decimal, str]]:
+    """The budgets this request must fit, as (level, scope, budget, period), each only if set:
+    the end user's (an override, else the tenant's default), the key's, the tenant's. Narrowest
+    first: a request its end user cannot afford never holds (and races for) the tenant's slice."""
+    levels = []
+    end_user_budget = limits.end_user_budget(end_user, end_user_budgets)
+    if end_user is not None and end_user_budget is not None:
+        levels.append(("end_user", end_user_scope(limits.tenant_id, end_user), *end_user_budget))
+    if limits.key_id is not None and limits.key_budget_usd is not None:
+        levels.append(
+            ("key", key_scope(limits.tenant_id, limits.key_id), limits.key_budget_usd, limits.key_budget_period)
+        )
+    if limits.budget_usd is not None:
+        levels.append(("tenant", tenant_scope(limits.tenant_id), limits.budget_usd, limits.budget_period))
+    return levels
+
+
 async def admit(
     limits: TenantLimits,
     request_id: str,
@@ -110,6 +133,9 @@ async def admit(
     budgets: BudgetManager,
     settings: ProxySettings = _DEFAULTS,
     catalog: ModelCatalog | None = None,
+    *,
+    end_user: str | None = None,
+    end_user_budgets: Mapping[str, tuple[Decimal | None, str | None]] | None = None,
 ) -> None:
     check_output_limits(body, settings.max_output_tokens)
     if call_type == "acompletion":
@@ -125,7 +151,8 @@ async def admit(
         raise Refusal(
             503, "model_not_priced", f"Model '{model}' has no price yet; try again later.", "service_unavailable"
         )
-    if limits.budget_usd is None:
+    levels = budget_levels(limits, end_user, end_user_budgets or {})
+    if not levels:
         return
     limit_field = _OUTPUT_LIMIT_FIELD.get(call_type)
     if limit_field and output_token_limit(body) is None:
@@ -134,10 +161,12 @@ async def admit(
     dimensions = request_dimensions(body, call_type, injects_cache_control=injects)
     amount = max_cost(prices, model, body, settings.default_max_tokens, dimensions)
     try:
-        await budgets.reserve(request_id, limits.tenant_id, limits.budget_usd, limits.budget_period, amount)
+        await budgets.reserve_levels(request_id, levels, amount)
     except BudgetExceeded as exc:
-        headers = budget_refusal_headers(limits.budget_period)  # SDKs must not retry it
-        raise Refusal(429, "budget_exceeded", str(exc), "budget_exceeded", headers=headers) from None
+        headers = budget_refusal_headers(exc.period)  # SDKs must not retry it
+        raise Refusal(
+            429, "budget_exceeded", str(exc), "budget_exceeded", headers=headers, details={"level": exc.level}
+        ) from None
     except BudgetStoreUnavailable:
         # Fail closed: without the store we cannot prove the request fits the budget.
         raise Refusal(

@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from billingproxy import db, shutdown
 from billingproxy.access import Authenticator, KeyStore
+from billingproxy.access.follow import follow as follow_auth
 from billingproxy.budgets import BudgetManager, BudgetStore, PostgresBudgetStore, threshold_webhook
 from billingproxy.config import AuthSettings, ProxySettings, WriterSettings, database_url, master_key
 from billingproxy.metering import PriceTable, UsageWriter
@@ -89,7 +90,9 @@ def catalog() -> ModelCatalog:
 @cache
 def pool() -> AsyncConnectionPool:
     """The process's async pool. Opened in the background: callers wait per connection."""
-    return db.async_pool(database_url(), application_name="billingproxy-proxy")
+    # 8: a burst may refill several budget scopes at once (tenant, key, end users), each one
+    # round trip; connections beyond the first open only when needed.
+    return db.async_pool(database_url(), application_name="billingproxy-proxy", max_size=8)
 
 
 _pool_lock: asyncio.Lock | None = None
@@ -106,8 +109,25 @@ async def opened_pool() -> AsyncConnectionPool:
     return p
 
 
-@cache
+_auth_follower: asyncio.Task | None = None
+
+
 def authenticator() -> Authenticator:
+    """The process's authenticator; its LISTEN follower (changes from every writer) starts with
+    the first call inside the loop."""
+    global _auth_follower
+    auth = _authenticator()
+    if _auth_follower is None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return auth
+        _auth_follower = loop.create_task(follow_auth(auth, database_url()), name="billingproxy-auth")
+    return auth
+
+
+@cache
+def _authenticator() -> Authenticator:
     store = KeyStore(pool())
 
     async def lookup_key(key_hash: str):

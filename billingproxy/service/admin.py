@@ -46,12 +46,34 @@ class TenantPatch(Strict):
     stripe_customer_id: str | None = None
     status: str | None = None
     price_multiplier: str | float | None = None
+    end_user_budget_usd: str | float | None = None
+    end_user_budget_period: str | None = None
 
 
 class KeyCreate(Strict):
     tenant: str
     name: str | None = None
     expires_in_days: float | None = None
+    budget_usd: str | float | None = None
+    budget_period: str = "monthly"
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    model_rpm: list[str] = []  # "MODEL=N": the key's limit on one model
+    model_tpm: list[str] = []
+
+
+class KeyPatch(Strict):
+    budget_usd: str | float | None = None
+    budget_period: str | None = None
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    model_rpm: list[str] = []  # "MODEL=N" sets one model's limit, "MODEL=none" drops it
+    model_tpm: list[str] = []
+
+
+class EndUserBudgetPut(Strict):
+    budget_usd: str | float | None  # null: this end user has no budget
+    budget_period: str | None = None  # null: the tenant's end-user period
 
 
 class KeyRotate(Strict):
@@ -104,8 +126,42 @@ def list_keys(store: Store, tenant: str | None = None) -> list[dict[str, Any]]:
 
 @router.post("/keys", status_code=201)
 def create_key(body: KeyCreate, store: Store) -> dict[str, Any]:
-    key, token = store.create_key(body.tenant, name=body.name, expires_at=expiry_in_days(body.expires_in_days))
+    key, token = store.create_key(
+        body.tenant,
+        name=body.name,
+        expires_at=expiry_in_days(body.expires_in_days),
+        budget_usd=body.budget_usd,
+        budget_period=body.budget_period,
+        rpm_limit=body.rpm_limit,
+        tpm_limit=body.tpm_limit,
+        model_rpm=body.model_rpm,
+        model_tpm=body.model_tpm,
+    )
     return {**key.to_json(), "token": token}
+
+
+@router.patch("/keys/{key_id}")
+def update_key(key_id: str, body: KeyPatch, store: Store) -> dict[str, Any]:
+    """Only the fields sent change; null clears a budget or limit."""
+    return store.update_key(key_id, **body.model_dump(exclude_unset=True)).to_json()
+
+
+@router.get("/end-users")
+def list_end_user_budgets(store: Store, tenant: str) -> list[dict[str, Any]]:
+    """The tenant's per-end-user budget overrides."""
+    return [b.to_json() for b in store.list_end_user_budgets(tenant)]
+
+
+@router.put("/end-users/{tenant}/{end_user}")
+def set_end_user_budget(tenant: str, end_user: str, body: EndUserBudgetPut, store: Store) -> dict[str, Any]:
+    return store.set_end_user_budget(
+        tenant, end_user, budget_usd=body.budget_usd, budget_period=body.budget_period
+    ).to_json()
+
+
+@router.delete("/end-users/{tenant}/{end_user}")
+def clear_end_user_budget(tenant: str, end_user: str, store: Store) -> dict[str, Any]:
+    return {"tenant": tenant, "end_user": end_user, "removed": store.clear_end_user_budget(tenant, end_user)}
 
 
 @router.post("/keys/{key_id}/revoke")

@@ -14,8 +14,10 @@ from billingproxy.tenants.periods import BUDGET_PERIODS
 __all__ = [
     "STATUSES",
     "ApiKey",
+    "EndUserBudget",
     "Tenant",
     "check_customer",
+    "check_end_user",
     "check_grace",
     "check_key_name",
     "check_name",
@@ -24,6 +26,7 @@ __all__ = [
     "grace_hours",
     "key_state",
     "parse_budget",
+    "parse_model_limits",
     "parse_models",
     "parse_multiplier",
     "positive_or_none",
@@ -51,6 +54,22 @@ class Tenant:
     metadata: dict[str, Any] = field(default_factory=dict)
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    end_user_budget_usd: Decimal | None = None  # every end user's budget unless overridden
+    end_user_budget_period: str = "daily"
+
+    def to_json(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+
+@dataclass(frozen=True)
+class EndUserBudget:
+    """A per-end-user override of the tenant's end-user budget (None: no budget for this one)."""
+
+    tenant_id: str
+    end_user: str
+    budget_usd: Decimal | None
+    budget_period: str | None  # None: the tenant's end-user period
+    updated_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
@@ -65,6 +84,11 @@ class ApiKey:
     created_at: datetime | None
     expires_at: datetime | None
     revoked_at: datetime | None
+    budget_usd: Decimal | None = None  # the key's own budget, on top of its tenant's
+    budget_period: str = "monthly"
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    model_limits: dict[str, dict[str, int]] = field(default_factory=dict)  # {"gpt-4o": {"rpm": 10, "tpm": 5000}}
 
     def state(self, now: datetime | None = None) -> str:
         return key_state(self.revoked_at, self.expires_at, now)
@@ -198,6 +222,37 @@ def check_customer(customer: str | None) -> str | None:
     if not _STRIPE_CUSTOMER.match(customer):
         raise InvalidInput(f"Stripe customer ids look like cus_…, got {customer!r}")
     return customer
+
+
+_END_USER = re.compile(r"^[A-Za-z0-9_.:@+/=~|#-]{1,128}$")  # as attribution accepts it
+
+
+def check_end_user(end_user: str) -> str:
+    if not isinstance(end_user, str) or not _END_USER.match(end_user):
+        raise InvalidInput("end user must be 1-128 characters: letters, digits and _.:@+/=~|#-")
+    return end_user
+
+
+def parse_model_limits(current: dict[str, dict[str, int]], kind: str, specs: list[str]) -> dict[str, dict[str, int]]:
+    """``current`` with ``MODEL=N`` (or ``MODEL=none``) applied for ``kind`` ("rpm" or "tpm")."""
+    limits = {model: dict(values) for model, values in current.items()}
+    for spec in specs:
+        model, sep, value = spec.partition("=")
+        model = model.strip()
+        if not sep or not _MODEL.match(model):
+            raise InvalidInput(f"per-model {kind} must look like MODEL=N (or MODEL=none), got {spec!r}")
+        entry = limits.setdefault(model, {})
+        if value.strip().lower() == "none":
+            entry.pop(kind, None)
+        else:
+            try:
+                number = int(value)
+            except ValueError:
+                raise InvalidInput(f"per-model {kind} for {model} must be a whole number, got {value!r}") from None
+            entry[kind] = positive_or_none(f"{kind} for {model}", number)  # type: ignore[assignment]
+        if not entry:
+            del limits[model]
+    return limits
 
 
 def check_period(period: str) -> str:

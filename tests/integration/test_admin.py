@@ -115,6 +115,34 @@ def test_admin_api_tenant_and_key_operations(api):
     assert usage.status_code == 200 and usage.json()["models"] == []
 
 
+def test_admin_api_key_and_end_user_budgets(api):
+    tenant = api.post("/admin/tenants", json={"name": name()}).json()
+    patched = api.patch(
+        f"/admin/tenants/{tenant['id']}", json={"end_user_budget_usd": "5", "end_user_budget_period": "daily"}
+    )
+    assert patched.json()["end_user_budget_usd"] == "5.000000" and patched.json()["end_user_budget_period"] == "daily"
+    key = api.post(
+        "/admin/keys", json={"tenant": tenant["id"], "budget_usd": "10", "budget_period": "monthly", "rpm_limit": 60}
+    )
+    assert key.status_code == 201, key.text
+    assert (key.json()["budget_usd"], key.json()["rpm_limit"], key.json()["tpm_limit"]) == ("10.000000", 60, None)
+    changed = api.patch(
+        f"/admin/keys/{key.json()['id']}", json={"budget_usd": None, "tpm_limit": 20000, "model_rpm": ["gpt-4o=10"]}
+    )
+    assert (changed.json()["budget_usd"], changed.json()["rpm_limit"], changed.json()["tpm_limit"]) == (None, 60, 20000)
+    assert changed.json()["model_limits"] == {"gpt-4o": {"rpm": 10}}
+    bad_model = api.patch(f"/admin/keys/{key.json()['id']}", json={"model_tpm": ["gpt-4o"]})
+    assert bad_model.status_code == 400 and "MODEL=N" in bad_model.json()["error"]["message"]
+    put = api.put(f"/admin/end-users/{tenant['id']}/alice", json={"budget_usd": "20"})
+    assert put.status_code == 200 and put.json()["budget_usd"] == "20.000000" and put.json()["budget_period"] is None
+    listed = api.get("/admin/end-users", params={"tenant": tenant["id"]}).json()
+    assert [(b["end_user"], b["budget_usd"]) for b in listed] == [("alice", "20.000000")]
+    bad = api.put(f"/admin/end-users/{tenant['id']}/has space", json={"budget_usd": "1"})
+    assert bad.status_code == 400, bad.text
+    assert api.delete(f"/admin/end-users/{tenant['id']}/alice").json()["removed"] is True
+    assert api.get("/admin/end-users", params={"tenant": tenant["id"]}).json() == []
+
+
 def test_admin_api_errors_are_openai_style(api):
     bad = api.post("/admin/tenants", json={"name": name(), "budget_usd": "lots"})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_request"

@@ -164,6 +164,8 @@ def test_the_cli_block_runs_line_by_line(tmp_path, fresh_database, fake_stripe):
         logging_api.stop()
     assert json.loads(ran["tenant create"].stdout)["name"] == "acme"
     assert "acme" in ran["tenant show"].stdout  # found by the other spelling, ACME
+    assert "alice" in ran["end-user list"].stdout and "20.000000" in ran["end-user list"].stdout
+    assert json.loads(ran["key create"].stdout)["budget_usd"] is None  # the first; the second has one
     assert "inserted" in ran["usage replay"].stdout and "inserted" in ran["usage replay cloud"].stdout
     assert json.loads(ran["portal link"].stdout)["url"].startswith("http")
     assert "FAIL" in ran["doctor"].stdout and "OPENAI_API_KEY" in ran["doctor"].stdout

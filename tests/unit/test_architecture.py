@@ -21,6 +21,7 @@ SOURCES = sorted(PACKAGE.rglob("*.py"))
 WRITERS = {
     "tenants": "billingproxy/tenants/store.py",
     "api_keys": "billingproxy/tenants/store.py",
+    "end_user_budgets": "billingproxy/tenants/store.py",
     "litellm_usage": "billingproxy/metering/store.py",
     "usage_daily": "billingproxy/metering/store.py",
     "usage_daily_attribution": "billingproxy/metering/store.py",

@@ -149,11 +149,15 @@ def attribution(conn: psycopg.Connection, tenant_id: str, start: date) -> dict[s
 
 
 def budget_health(conn: psycopg.Connection) -> list[dict]:
-    """Per proxy instance (lease holder): live leases, tenants and budget held, last renewal."""
+    """Per proxy instance (lease holder): live leases (every level), tenants and tenant budget held,
+    last renewal. Key and end-user scopes (``key:<tenant>:…``, ``end_user:<tenant>:…``) count
+    under their tenant; what they hold is not added to held_usd (it overlaps the tenant's)."""
     return conn.execute(
         """SELECT holder, count(*) FILTER (WHERE expires_at > now())::int AS live_leases,
-                  count(DISTINCT tenant_id) FILTER (WHERE expires_at > now())::int AS tenants,
-                  coalesce(sum(amount) FILTER (WHERE expires_at > now()), 0) AS held_usd,
+                  count(DISTINCT CASE WHEN tenant_id LIKE '%%:%%' THEN split_part(tenant_id, ':', 2)
+                                      ELSE tenant_id END) FILTER (WHERE expires_at > now())::int AS tenants,
+                  coalesce(sum(amount) FILTER (WHERE expires_at > now() AND tenant_id NOT LIKE '%%:%%'), 0)
+                      AS held_usd,
                   max(expires_at) AS last_expiry, bool_or(expires_at > now()) AS alive
            FROM budget_leases
            WHERE expires_at > now() - interval '1 day'

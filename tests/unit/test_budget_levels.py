@@ -1,0 +1,125 @@
+"""Budgets at several levels in one manager (issue 19), auth cache invalidation, level resolution."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from billingproxy.access import Authenticator, TenantLimits, auth_metadata, limits_from_auth
+from billingproxy.budgets import BudgetExceeded, BudgetManager, Grant
+from billingproxy.budgets.scopes import end_user_scope, key_scope, parse_scope
+from billingproxy.config import AuthSettings
+from billingproxy.proxy.admission import budget_levels
+from tests.unit.test_auth_cache import TOKEN, Clock, Store, record
+
+
+class MemoryStore:
+    """The BudgetStore contract for one holder: grants from what each scope has left."""
+
+    def __init__(self, budgets: dict[str, Decimal]) -> None:
+        self.left = dict(budgets)
+        self.calls = 0
+
+    async def acquire(self, holder, report, reserved, want, need) -> Grant:
+        self.calls += 1
+        free = self.left[report.tenant_id] - reserved
+        granted = min(want, free) if free >= need else Decimal(0)
+        self.left[report.tenant_id] -= granted
+        return Grant(granted=granted, spent=Decimal(0), budget=report.budget)
+
+    async def report(self, holder, reports):
+        return []
+
+
+ONE = Decimal("1")
+
+
+async def test_a_refusing_level_releases_the_levels_reserved_before_it():
+    store = MemoryStore({"end_user:tn_1:alice": Decimal(5), "tn_1": Decimal(0)})
+    manager = BudgetManager(store, "h", slice_fraction=Decimal(1))
+    levels = [("end_user", "end_user:tn_1:alice", Decimal(5), "daily"), ("tenant", "tn_1", Decimal(5), "monthly")]
+    with pytest.raises(BudgetExceeded) as refused:
+        await manager.reserve_levels("r1", levels, ONE)
+    assert refused.value.level == "tenant" and refused.value.period == "monthly"
+    alice = next(lease for lease in manager._leases.values() if lease.tenant_id == "end_user:tn_1:alice")
+    assert alice.reserved == 0 and alice.available == 5  # handed back, usable by the next request
+    assert "r1" not in manager._reservations
+
+
+async def test_settle_settles_every_level_with_the_real_cost():
+    store = MemoryStore({"key:tn_1:k": Decimal(10), "tn_1": Decimal(10)})
+    manager = BudgetManager(store, "h", slice_fraction=Decimal(1))
+    levels = [("key", "key:tn_1:k", Decimal(10), "monthly"), ("tenant", "tn_1", Decimal(10), "monthly")]
+    reservation = await manager.reserve_levels("r1", levels, Decimal(3))
+    assert reservation is not None and len(reservation.leases) == 2
+    manager.settle("r1", Decimal("0.5"))
+    for lease in reservation.leases:
+        assert (lease.reserved, lease.consumed, lease.available) == (0, Decimal("0.5"), Decimal("9.5"))
+    assert await manager.reserve_levels("r2", [], ONE) is None  # no level applies: nothing reserved
+
+
+async def test_a_spent_budget_is_not_asked_for_again_at_once():
+    store = MemoryStore({"tn_1": Decimal(0)})
+    manager = BudgetManager(store, "h")
+    for request in ("r1", "r2", "r3"):
+        with pytest.raises(BudgetExceeded):
+            await manager.reserve_levels(request, [("tenant", "tn_1", Decimal(1), "monthly")], ONE)
+    assert store.calls == 1  # the refusal is remembered briefly (REFUSAL_MEMO_S)
+    with pytest.raises(BudgetExceeded):  # a new budget asks again
+        await manager.reserve_levels("r4", [("tenant", "tn_1", Decimal(2), "monthly")], ONE)
+    assert store.calls == 2
+
+
+def test_levels_narrowest_first_with_the_end_users_override_or_the_tenants_default():
+    limits = TenantLimits(
+        tenant_id="tn_1", allowed_models=(), budget_usd=Decimal(100), budget_period="monthly", key_id="key_1",
+        key_budget_usd=Decimal(10), key_budget_period="daily", end_user_budget_usd=Decimal(5),
+        end_user_budget_period="daily",
+    )  # fmt: skip
+    overrides = {"carol": (Decimal(20), None), "dave": (None, None), "erin": (Decimal(1), "total")}
+    assert budget_levels(limits, "alice", overrides) == [
+        ("end_user", end_user_scope("tn_1", "alice"), Decimal(5), "daily"),
+        ("key", key_scope("tn_1", "key_1"), Decimal(10), "daily"),
+        ("tenant", "tn_1", Decimal(100), "monthly"),
+    ]
+    assert budget_levels(limits, "carol", overrides)[0][2:] == (Decimal(20), "daily")
+    assert budget_levels(limits, "erin", overrides)[0][2:] == (Decimal(1), "total")
+    assert [level for level, *_ in budget_levels(limits, "dave", overrides)] == ["key", "tenant"]  # no budget
+    assert [level for level, *_ in budget_levels(limits, None, overrides)] == ["key", "tenant"]
+
+
+def test_scopes_round_trip_and_end_users_may_contain_colons():
+    assert parse_scope("tn_1") == ("tenant", "tn_1", None)
+    assert parse_scope(key_scope("tn_1", "key_2")) == ("key", "tn_1", "key_2")
+    assert parse_scope(end_user_scope("tn_1", "urn:user:7")) == ("end_user", "tn_1", "urn:user:7")
+
+
+def test_key_and_end_user_limits_travel_in_the_auth_metadata():
+    found = record(key_budget_usd=Decimal("2.5"), key_budget_period="daily", end_user_budget_usd=Decimal(1))
+    limits = limits_from_auth(auth_metadata(found), ())
+    assert limits is not None
+    assert (limits.key_id, limits.key_budget_usd, limits.key_budget_period) == ("key_1", Decimal("2.5"), "daily")
+    assert (limits.end_user_budget_usd, limits.end_user_budget_period) == (Decimal(1), "daily")
+
+
+async def test_an_announced_change_refetches_that_tenants_keys_only():
+    overrides = (("alice", Decimal(3), None),)
+    store, clock = Store(record(end_user_overrides=overrides)), Clock()
+    auth = Authenticator(
+        AuthSettings(cache_ttl_s=10, negative_ttl_s=5), lookup_key=store.lookup, lookup_tenant=store.lookup,
+        master_key=None, clock=clock,
+    )  # fmt: skip
+    await auth.authenticate(TOKEN)
+    assert auth.end_user_budgets("tn_1") == {"alice": (Decimal(3), None)}
+    await auth.authenticate(TOKEN)
+    assert store.calls == 1
+    assert auth.invalidate("tn_other") == 0
+    await auth.authenticate(TOKEN)
+    assert store.calls == 1
+    assert auth.invalidate("tn_1") == 1
+    await auth.authenticate(TOKEN)
+    assert store.calls == 2  # refetched although the TTL has not passed
+    store.down = True
+    auth.invalidate(None)  # the channel reconnected: everything is refetched, or served stale if the DB is down
+    assert (await auth.authenticate(TOKEN)).record is not None
