@@ -149,7 +149,7 @@ def writer() -> UsageWriter:
     usage_writer = UsageWriter(database_url(), WriterSettings.from_env())
     usage_writer.start()
     shutdown.on_exit("usage-writer", _close_writer, order=10)
-    shutdown.install()
+    shutdown.install(settings().shutdown_grace_s)
     return usage_writer
 
 
