@@ -46,6 +46,7 @@ __all__ = [
 log = logging.getLogger("billingproxy.budget")
 
 THRESHOLDS = (50, 80, 100)
+LEASE_MARGIN_S = 2.0  # a lease older than its TTL minus this is treated as expired
 REFUSAL_MEMO_S = 0.2  # after the store refused a slice, refuse locally for this long
 
 
@@ -96,6 +97,7 @@ class Lease:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_used: float = field(default_factory=time.monotonic)  # last reservation or settlement
     refused_until: float = 0.0  # the store just refused a slice: refuse without asking again until then
+    renewed_at: float = 0.0  # monotonic time before the last store call that renewed this lease
 
 
 def _take_report(lease: Lease) -> Report:
@@ -159,6 +161,10 @@ class BudgetManager:
         # flush, so a busy instance can use it; draining (SIGTERM) hands every slice back.
         self.idle_s = idle_s
         self.draining = False
+        # A slice is spent only while the store's lease on it is surely alive: the store's TTL minus
+        # a margin for clock granularity and the call's own time (no TTL known: no limit).
+        ttl = getattr(store, "lease_ttl", None)
+        self.lease_valid_s = None if ttl is None else max(ttl.total_seconds() - LEASE_MARGIN_S, 0.0)
 
     # request path
 
@@ -199,6 +205,10 @@ class BudgetManager:
             lease = self._leases.setdefault((scope, start), Lease(scope, start, budget))
             lease.budget = budget
             lease.refused_until = 0.0  # a new budget: ask the store again
+        if self.lease_valid_s is not None and time.monotonic() - lease.renewed_at > self.lease_valid_s:
+            # The store may have let our lease expire (no renewal got through): the slice may be
+            # another instance's by now, so it is not ours to spend until the store grants it again.
+            lease.available = ZERO
         if lease.available < amount:  # slow path: one store round trip, one per scope at a time
             async with lease.lock:
                 # A burst against a spent budget costs one round trip per REFUSAL_MEMO_S, not one
@@ -217,12 +227,14 @@ class BudgetManager:
         report = _take_report(lease)
         want = max(need, (lease.budget * self.slice_fraction).quantize(Decimal("1e-10")))
         self.store_calls += 1
+        asked_at = time.monotonic()
         try:
             grant = await self.store.acquire(self.holder, report, lease.reserved, want, need)
         except BaseException:
             lease.consumed += report.consumed  # not counted: report it next time
             raise
         lease.available = grant.granted
+        lease.renewed_at = asked_at
         lease.refused_until = 0.0 if grant.ok else time.monotonic() + REFUSAL_MEMO_S
 
     def settle(self, request_id: str, actual: Decimal) -> None:
@@ -274,12 +286,15 @@ class BudgetManager:
                 await stack.enter_async_context(lease.lock)
             self._give_back_idle()
             reports = [_take_report(lease) for lease in leases]
+            asked_at = time.monotonic()
             try:
                 crossed = await self.store.report(self.holder, reports)
             except BaseException:
                 for lease, report in zip(leases, reports, strict=True):
                     lease.consumed += report.consumed
                 raise
+            for lease in leases:
+                lease.renewed_at = asked_at
         for tenant_id, threshold, spent in crossed:
             if parse_scope(tenant_id)[0] != "tenant":
                 continue  # alerts (log line, webhook) are for tenant budgets only

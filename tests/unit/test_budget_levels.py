@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 
 from billingproxy.access import Authenticator, TenantLimits, auth_metadata, limits_from_auth
-from billingproxy.budgets import BudgetExceeded, BudgetManager, Grant
+from billingproxy.budgets import BudgetExceeded, BudgetManager, BudgetStoreUnavailable, Grant
 from billingproxy.budgets.scopes import end_user_scope, key_scope, parse_scope
 from billingproxy.config import AuthSettings
 from billingproxy.proxy.admission import budget_levels
@@ -123,3 +124,28 @@ async def test_an_announced_change_refetches_that_tenants_keys_only():
     store.down = True
     auth.invalidate(None)  # the channel reconnected: everything is refetched, or served stale if the DB is down
     assert (await auth.authenticate(TOKEN)).record is not None
+
+
+async def test_a_slice_whose_lease_may_have_expired_is_not_spent():
+    """The store lets a lease expire after its TTL. A holder that could not renew (the store is
+    down) stops spending its slice before then: the store may already have granted it again."""
+    store = MemoryStore({"tn_1": Decimal(10)})
+    store.lease_ttl = timedelta(seconds=10)
+    manager = BudgetManager(store, "h", slice_fraction=Decimal(1))
+    assert manager.lease_valid_s == 8.0
+    tenant = [("tenant", "tn_1", Decimal(10), "monthly")]
+    reservation = await manager.reserve_levels("r1", tenant, ONE)  # leases the whole budget
+    lease = reservation.lease
+    lease.renewed_at -= 7.9  # renewed 7.9 s ago: still ours
+    await manager.reserve_levels("r2", tenant, ONE)
+    assert store.calls == 1  # served from the slice, no store call
+
+    async def down(*args):
+        raise BudgetStoreUnavailable("store down")
+
+    store.acquire = store.report = down
+    with pytest.raises(BudgetStoreUnavailable):
+        await manager.flush()  # the renewal does not get through
+    lease.renewed_at -= 0.2  # 8.1 s since the last renewal that did
+    with pytest.raises(BudgetStoreUnavailable):  # fail closed (503), not spend a slice that may be gone
+        await manager.reserve_levels("r3", tenant, ONE)
