@@ -46,7 +46,7 @@ __all__ = [
 log = logging.getLogger("billingproxy.budget")
 
 THRESHOLDS = (50, 80, 100)
-REFUSAL_MEMO_S = 0.2  # after the store refused a slice, refuse locally for this long
+REFUSAL_MEMO_S = 0.05  # after the store refused a slice, refuse locally for this long
 
 
 # ---- the shared store --------------------------------------------------------------------
