@@ -47,6 +47,9 @@ log = logging.getLogger("billingproxy.budget")
 
 THRESHOLDS = (50, 80, 100)
 REFUSAL_MEMO_S = 0.05  # after the store refused a slice, refuse locally for this long
+# An idle lease (nothing settled, nothing changed) is renewed this often, not every flush: with a
+# lease per end user, reporting all of them every second would grow with the end users seen.
+RENEW_IDLE_S = 20.0  # well within the store's lease TTL (60 s)
 
 
 # ---- the shared store --------------------------------------------------------------------
@@ -95,6 +98,9 @@ class Lease:
     consumed: Decimal = ZERO  # settled since the last report
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     refused_until: float = 0.0  # the store just refused a slice: refuse without asking again until then
+    told_holding: Decimal = ZERO  # what the store last recorded this holder as holding
+    told_at: float = 0.0
+    spent_via_refill: bool = False  # a refill reported spend: the next flush checks thresholds
 
 
 def _take_report(lease: Lease) -> Report:
@@ -217,6 +223,8 @@ class BudgetManager:
             raise
         lease.available = grant.granted
         lease.refused_until = 0.0 if grant.ok else time.monotonic() + REFUSAL_MEMO_S
+        lease.told_holding, lease.told_at = lease.reserved + grant.granted, time.monotonic()
+        lease.spent_via_refill = lease.spent_via_refill or report.consumed > 0
 
     def settle(self, request_id: str, actual: Decimal) -> None:
         """The request ended with cost ``actual`` (0 releases the reservation)."""
@@ -241,7 +249,8 @@ class BudgetManager:
     async def flush(self) -> None:
         """Report settled spend and renew slices; announce thresholds crossed (once each)."""
         self.expire_stale()
-        leases = list(self._leases.values())
+        now = time.monotonic()
+        leases = [lease for lease in self._leases.values() if _due(lease, now)]
         if not leases:
             return
         async with contextlib.AsyncExitStack() as stack:
@@ -255,6 +264,8 @@ class BudgetManager:
                 for lease, report in zip(leases, reports, strict=True):
                     lease.consumed += report.consumed
                 raise
+            for lease, report in zip(leases, reports, strict=True):
+                lease.told_holding, lease.told_at, lease.spent_via_refill = report.holding, now, False
         for tenant_id, threshold, spent in crossed:
             if parse_scope(tenant_id)[0] != "tenant":
                 continue  # alerts (log line, webhook) are for tenant budgets only
@@ -275,6 +286,15 @@ class BudgetManager:
                 await self.flush()
             except Exception:  # keep renewing: a failed report is retried with the next one
                 log.warning("budget report failed", exc_info=True)
+
+
+def _due(lease: Lease, now: float) -> bool:
+    """Whether the store must hear from this lease now: spend to report (or reported by a refill:
+    thresholds are checked in reports), a holding that changed, or a held slice to renew."""
+    holding = lease.available + lease.reserved
+    if lease.consumed or lease.spent_via_refill or holding != lease.told_holding:
+        return True
+    return holding > 0 and now - lease.told_at >= RENEW_IDLE_S
 
 
 def crossed_thresholds(spent: Decimal, budget: Decimal, already: int) -> list[int]:

@@ -123,3 +123,33 @@ async def test_an_announced_change_refetches_that_tenants_keys_only():
     store.down = True
     auth.invalidate(None)  # the channel reconnected: everything is refetched, or served stale if the DB is down
     assert (await auth.authenticate(TOKEN)).record is not None
+
+
+class CountingStore(MemoryStore):
+    def __init__(self, budgets: dict[str, Decimal]) -> None:
+        super().__init__(budgets)
+        self.reported: list[str] = []
+
+    async def report(self, holder, reports):
+        self.reported.extend(report.tenant_id for report in reports)
+        return []
+
+
+async def test_flush_reports_only_leases_with_news_and_renews_idle_ones_rarely(monkeypatch):
+    from billingproxy.budgets import manager as manager_module
+
+    store = CountingStore({f"end_user:tn_1:u{i}": Decimal(10) for i in range(3)})
+    manager = BudgetManager(store, "h", slice_fraction=Decimal("0.5"))
+    for i in range(3):
+        await manager.reserve_levels(f"r{i}", [("end_user", f"end_user:tn_1:u{i}", Decimal(10), "daily")], ONE)
+    manager.settle("r0", Decimal("0.5"))  # u0 spent: reported; u1 settled at 0: holding unchanged; u2 in flight
+    manager.settle("r1", Decimal(0))
+    await manager.flush()
+    assert store.reported == ["end_user:tn_1:u0"]
+    store.reported.clear()
+    await manager.flush()
+    assert store.reported == []  # nothing new: the store is not asked
+    clock = manager_module.time.monotonic() + manager_module.RENEW_IDLE_S + 1
+    monkeypatch.setattr(manager_module.time, "monotonic", lambda: clock)
+    await manager.flush()
+    assert sorted(store.reported) == [f"end_user:tn_1:u{i}" for i in range(3)]  # held slices renewed
