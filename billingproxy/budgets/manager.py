@@ -47,7 +47,11 @@ log = logging.getLogger("billingproxy.budget")
 
 THRESHOLDS = (50, 80, 100)
 LEASE_MARGIN_S = 2.0  # a lease older than its TTL minus this is treated as expired
-REFUSAL_MEMO_S = 0.2  # after the store refused a slice, refuse locally for this long
+REFUSAL_MEMO_S = 0.05  # after the store refused a slice, refuse locally for this long
+# An idle lease (nothing settled, nothing changed) is renewed this often, not every flush: with a
+# lease per end user, reporting all of them every second would grow with the end users seen.
+# Never less often than half the time a lease is surely alive (BudgetManager.renew_idle_s).
+RENEW_IDLE_S = 20.0
 
 
 # ---- the shared store --------------------------------------------------------------------
@@ -97,7 +101,9 @@ class Lease:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_used: float = field(default_factory=time.monotonic)  # last reservation or settlement
     refused_until: float = 0.0  # the store just refused a slice: refuse without asking again until then
-    renewed_at: float = 0.0  # monotonic time before the last store call that renewed this lease
+    told_holding: Decimal = ZERO  # what the store last recorded this holder as holding
+    told_at: float = 0.0  # monotonic time before the last store call that renewed this lease
+    spent_via_refill: bool = False  # a refill reported spend: the next flush checks thresholds
 
 
 def _take_report(lease: Lease) -> Report:
@@ -165,6 +171,7 @@ class BudgetManager:
         # a margin for clock granularity and the call's own time (no TTL known: no limit).
         ttl = getattr(store, "lease_ttl", None)
         self.lease_valid_s = None if ttl is None else max(ttl.total_seconds() - LEASE_MARGIN_S, 0.0)
+        self.renew_idle_s = RENEW_IDLE_S if self.lease_valid_s is None else min(RENEW_IDLE_S, self.lease_valid_s / 2)
 
     # request path
 
@@ -205,7 +212,7 @@ class BudgetManager:
             lease = self._leases.setdefault((scope, start), Lease(scope, start, budget))
             lease.budget = budget
             lease.refused_until = 0.0  # a new budget: ask the store again
-        if self.lease_valid_s is not None and time.monotonic() - lease.renewed_at > self.lease_valid_s:
+        if self.lease_valid_s is not None and time.monotonic() - lease.told_at > self.lease_valid_s:
             # The store may have let our lease expire (no renewal got through): the slice may be
             # another instance's by now, so it is not ours to spend until the store grants it again.
             lease.available = ZERO
@@ -234,8 +241,9 @@ class BudgetManager:
             lease.consumed += report.consumed  # not counted: report it next time
             raise
         lease.available = grant.granted
-        lease.renewed_at = asked_at
         lease.refused_until = 0.0 if grant.ok else time.monotonic() + REFUSAL_MEMO_S
+        lease.told_holding, lease.told_at = lease.reserved + grant.granted, asked_at
+        lease.spent_via_refill = lease.spent_via_refill or report.consumed > 0
 
     def settle(self, request_id: str, actual: Decimal) -> None:
         """The request ended with cost ``actual`` (0 releases the reservation)."""
@@ -277,24 +285,24 @@ class BudgetManager:
     async def flush(self) -> None:
         """Report settled spend and renew slices; announce thresholds crossed (once each)."""
         self.expire_stale()
-        leases = list(self._leases.values())
+        self._give_back_idle()
+        now = time.monotonic()  # before the report: the store's lease runs from no earlier than this
+        leases = [lease for lease in self._leases.values() if _due(lease, now, self.renew_idle_s)]
         if not leases:
             return
         async with contextlib.AsyncExitStack() as stack:
             # Hold every lease's lock: a refill must not interleave with this report.
             for lease in leases:
                 await stack.enter_async_context(lease.lock)
-            self._give_back_idle()
             reports = [_take_report(lease) for lease in leases]
-            asked_at = time.monotonic()
             try:
                 crossed = await self.store.report(self.holder, reports)
             except BaseException:
                 for lease, report in zip(leases, reports, strict=True):
                     lease.consumed += report.consumed
                 raise
-            for lease in leases:
-                lease.renewed_at = asked_at
+            for lease, report in zip(leases, reports, strict=True):
+                lease.told_holding, lease.told_at, lease.spent_via_refill = report.holding, now, False
         for tenant_id, threshold, spent in crossed:
             if parse_scope(tenant_id)[0] != "tenant":
                 continue  # alerts (log line, webhook) are for tenant budgets only
@@ -315,6 +323,15 @@ class BudgetManager:
                 await self.flush()
             except Exception:  # keep renewing: a failed report is retried with the next one
                 log.warning("budget report failed", exc_info=True)
+
+
+def _due(lease: Lease, now: float, renew_idle_s: float) -> bool:
+    """Whether the store must hear from this lease now: spend to report (or reported by a refill:
+    thresholds are checked in reports), a holding that changed, or a held slice to renew."""
+    holding = lease.available + lease.reserved
+    if lease.consumed or lease.spent_via_refill or holding != lease.told_holding:
+        return True
+    return holding > 0 and now - lease.told_at >= renew_idle_s
 
 
 def crossed_thresholds(spent: Decimal, budget: Decimal, already: int) -> list[int]:

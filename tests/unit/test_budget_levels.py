@@ -136,7 +136,7 @@ async def test_a_slice_whose_lease_may_have_expired_is_not_spent():
     tenant = [("tenant", "tn_1", Decimal(10), "monthly")]
     reservation = await manager.reserve_levels("r1", tenant, ONE)  # leases the whole budget
     lease = reservation.lease
-    lease.renewed_at -= 7.9  # renewed 7.9 s ago: still ours
+    lease.told_at -= 7.9  # renewed 7.9 s ago: still ours
     await manager.reserve_levels("r2", tenant, ONE)
     assert store.calls == 1  # served from the slice, no store call
 
@@ -146,6 +146,36 @@ async def test_a_slice_whose_lease_may_have_expired_is_not_spent():
     store.acquire = store.report = down
     with pytest.raises(BudgetStoreUnavailable):
         await manager.flush()  # the renewal does not get through
-    lease.renewed_at -= 0.2  # 8.1 s since the last renewal that did
+    lease.told_at -= 0.2  # 8.1 s since the last renewal that did
     with pytest.raises(BudgetStoreUnavailable):  # fail closed (503), not spend a slice that may be gone
         await manager.reserve_levels("r3", tenant, ONE)
+
+
+class CountingStore(MemoryStore):
+    def __init__(self, budgets: dict[str, Decimal]) -> None:
+        super().__init__(budgets)
+        self.reported: list[str] = []
+
+    async def report(self, holder, reports):
+        self.reported.extend(report.tenant_id for report in reports)
+        return []
+
+
+async def test_flush_reports_only_leases_with_news_and_renews_idle_ones_rarely(monkeypatch):
+    from billingproxy.budgets import manager as manager_module
+
+    store = CountingStore({f"end_user:tn_1:u{i}": Decimal(10) for i in range(3)})
+    manager = BudgetManager(store, "h", slice_fraction=Decimal("0.5"))
+    for i in range(3):
+        await manager.reserve_levels(f"r{i}", [("end_user", f"end_user:tn_1:u{i}", Decimal(10), "daily")], ONE)
+    manager.settle("r0", Decimal("0.5"))  # u0 spent: reported; u1 settled at 0: holding unchanged; u2 in flight
+    manager.settle("r1", Decimal(0))
+    await manager.flush()
+    assert store.reported == ["end_user:tn_1:u0"]
+    store.reported.clear()
+    await manager.flush()
+    assert store.reported == []  # nothing new: the store is not asked
+    clock = manager_module.time.monotonic() + manager_module.RENEW_IDLE_S + 1
+    monkeypatch.setattr(manager_module.time, "monotonic", lambda: clock)
+    await manager.flush()
+    assert sorted(store.reported) == [f"end_user:tn_1:u{i}" for i in range(3)]  # held slices renewed
