@@ -101,6 +101,7 @@ class Lease:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_used: float = field(default_factory=time.monotonic)  # last reservation or settlement
     refused_until: float = 0.0  # the store just refused a slice: refuse without asking again until then
+    refused_need: Decimal = ZERO  # ... for requests needing at least this much (a smaller one may ask)
     told_holding: Decimal = ZERO  # what the store last recorded this holder as holding
     told_at: float = 0.0  # monotonic time before the last store call that renewed this lease
     spent_via_refill: bool = False  # a refill reported spend: the next flush checks thresholds
@@ -178,34 +179,51 @@ class BudgetManager:
     async def reserve(
         self, request_id: str, tenant_id: str, budget: Decimal, period: str, amount: Decimal
     ) -> Reservation:
-        lease = await self._take(tenant_id, budget, period, amount, "tenant")
+        lease, _ = await self._take(tenant_id, budget, period, amount, "tenant")
         reservation = Reservation(request_id, lease, amount, time.monotonic())
         self._reservations[request_id] = reservation
         return reservation
 
     async def reserve_levels(
-        self, request_id: str, levels: Sequence[tuple[str, str, Decimal, str]], amount: Decimal
+        self,
+        request_id: str,
+        levels: Sequence[tuple[str, str, Decimal, str]],
+        amount: Decimal,
+        minimum: Decimal | None = None,
     ) -> Reservation | None:
         """Reserve ``amount`` at every level — (level, scope, budget, period) — or at none: when
         one refuses (``BudgetExceeded`` naming its level) the levels taken before are released.
-        ``settle`` then settles them all. None when no level applies."""
+        With ``minimum``, a level with less room left than ``amount`` but at least ``minimum``
+        admits what it has, and every level then holds that smaller amount (the reservation's
+        ``amount``; the caller bounds the request to it). ``settle`` then settles them all. None
+        when no level applies."""
         taken: list[Lease] = []
+        current = amount
         try:
             for level, scope, budget, period in levels:
-                taken.append(await self._take(scope, budget, period, amount, level))
+                lease, got = await self._take(scope, budget, period, current, level, minimum)
+                for earlier in taken:  # every level holds the same amount: the smallest room
+                    earlier.reserved -= current - got
+                    earlier.available += current - got
+                current = got
+                taken.append(lease)
         except BaseException:
             for lease in taken:
-                lease.reserved -= amount
-                lease.available += amount
+                lease.reserved -= current
+                lease.available += current
             raise
         if not taken:
             return None
-        reservation = Reservation(request_id, taken[0], amount, time.monotonic(), tuple(taken[1:]))
+        reservation = Reservation(request_id, taken[0], current, time.monotonic(), tuple(taken[1:]))
         self._reservations[request_id] = reservation
         return reservation
 
-    async def _take(self, scope: str, budget: Decimal, period: str, amount: Decimal, level: str) -> Lease:
-        """Move ``amount`` from the scope's slice to reserved (refilling the slice if short)."""
+    async def _take(
+        self, scope: str, budget: Decimal, period: str, amount: Decimal, level: str, minimum: Decimal | None = None
+    ) -> tuple[Lease, Decimal]:
+        """Move ``amount`` — or, short of it, as much as there is down to ``minimum`` — from the
+        scope's slice to reserved (refilling the slice if short). Returns the lease and the amount."""
+        least = amount if minimum is None else min(minimum, amount)
         start = period_start(period)
         lease = self._leases.get((scope, start))
         if lease is None or lease.budget != budget:
@@ -220,19 +238,22 @@ class BudgetManager:
             async with lease.lock:
                 # A burst against a spent budget costs one round trip per REFUSAL_MEMO_S, not one
                 # per request (which queued for the pool and turned 429s into 503s).
-                if lease.available < amount and time.monotonic() >= lease.refused_until:
-                    await self._refill(lease, amount)
-        if lease.available < amount:
+                memo = time.monotonic() < lease.refused_until and least >= lease.refused_need
+                if lease.available < amount and not memo:
+                    await self._refill(lease, amount, least)
+        taken = min(amount, lease.available)
+        if taken < least:
             raise BudgetExceeded(scope, budget, period, level)
-        lease.available -= amount
-        lease.reserved += amount
+        lease.available -= taken
+        lease.reserved += taken
         lease.last_used = time.monotonic()
-        return lease
+        return lease, taken
 
-    async def _refill(self, lease: Lease, need: Decimal) -> None:
-        """Caller holds ``lease.lock``. Reports settled spend and asks for a new slice."""
+    async def _refill(self, lease: Lease, want: Decimal, need: Decimal) -> None:
+        """Caller holds ``lease.lock``. Reports settled spend and asks for a new slice: at least
+        ``need``, ``want`` or a slice if there is room."""
         report = _take_report(lease)
-        want = max(need, (lease.budget * self.slice_fraction).quantize(Decimal("1e-10")))
+        want = max(want, (lease.budget * self.slice_fraction).quantize(Decimal("1e-10")))
         self.store_calls += 1
         asked_at = time.monotonic()
         try:
@@ -242,6 +263,7 @@ class BudgetManager:
             raise
         lease.available = grant.granted
         lease.refused_until = 0.0 if grant.ok else time.monotonic() + REFUSAL_MEMO_S
+        lease.refused_need = need
         lease.told_holding, lease.told_at = lease.reserved + grant.granted, asked_at
         lease.spent_via_refill = lease.spent_via_refill or report.consumed > 0
 

@@ -22,9 +22,20 @@ from billingproxy.prices import ReservationPrices
 from billingproxy.proxy.catalog import ModelCatalog
 from billingproxy.proxy.contract import budget_refusal_headers
 
-__all__ = ["TenantLimits", "admit", "budget_levels", "check_chat_body", "check_output_limits"]
+__all__ = [
+    "MIN_FILLED_MAX_TOKENS",
+    "TenantLimits",
+    "admit",
+    "affordable_output_tokens",
+    "budget_levels",
+    "check_chat_body",
+    "check_output_limits",
+]
 
 _DEFAULTS = ProxySettings()
+# A filled-in output limit never shrinks below this near the end of a budget: a budget with less
+# room than this many output tokens refuses (429) instead.
+MIN_FILLED_MAX_TOKENS = 64
 # Where an absent output limit is filled in, so a reservation really bounds the cost.
 _OUTPUT_LIMIT_FIELD = {"acompletion": "max_tokens", "atext_completion": "max_tokens", "aresponses": "max_output_tokens"}
 
@@ -154,14 +165,26 @@ async def admit(
     levels = budget_levels(limits, end_user, end_user_budgets or {})
     if not levels:
         return
+    # A budgeted request without an output limit gets the gateway's (BILLINGPROXY_DEFAULT_MAX_TOKENS):
+    # the reservation must bound what the provider can bill.
     limit_field = _OUTPUT_LIMIT_FIELD.get(call_type)
-    if limit_field and output_token_limit(body) is None:
-        body[limit_field] = settings.default_max_tokens  # the reservation below assumes this cap
+    filled = limit_field is not None and output_token_limit(body) is None
+    if filled:
+        body[limit_field] = settings.default_max_tokens
     injects = catalog.injects_cache_control(model) if catalog is not None else True
     dimensions = request_dimensions(body, call_type, injects_cache_control=injects)
     amount = max_cost(prices, model, body, settings.default_max_tokens, dimensions)
+    # Near the end of a budget, a limit we filled in shrinks to what is left (down to
+    # MIN_FILLED_MAX_TOKENS) rather than refusing a cheap question for a 4,096-token reservation;
+    # a limit the client chose is reserved whole or refused.
+    floor = MIN_FILLED_MAX_TOKENS if filled and settings.default_max_tokens > MIN_FILLED_MAX_TOKENS else None
+    minimum = None
+    if floor is not None:
+        body[limit_field] = floor
+        minimum = max_cost(prices, model, body, settings.default_max_tokens, dimensions)
+        body[limit_field] = settings.default_max_tokens
     try:
-        await budgets.reserve_levels(request_id, levels, amount)
+        reservation = await budgets.reserve_levels(request_id, levels, amount, minimum)
     except BudgetExceeded as exc:
         headers = budget_refusal_headers(exc.period)  # SDKs must not retry it
         raise Refusal(
@@ -172,3 +195,16 @@ async def admit(
         raise Refusal(
             503, "budget_unavailable", "Budget check temporarily unavailable; retry.", "service_unavailable"
         ) from None
+    if reservation is not None and minimum is not None and reservation.amount < amount:
+        body[limit_field] = affordable_output_tokens(reservation.amount, minimum, floor, amount, settings)
+
+
+def affordable_output_tokens(
+    reserved: Decimal, floor_cost: Decimal, floor: int, full_cost: Decimal, settings: ProxySettings
+) -> int:
+    """The largest output limit whose maximum cost fits ``reserved``: the cost is linear in the
+    limit (prompt bound + limit x choices x output price), known at ``floor`` and at the default."""
+    per_token = (full_cost - floor_cost) / (settings.default_max_tokens - floor)
+    if per_token <= 0:
+        return settings.default_max_tokens
+    return min(settings.default_max_tokens, floor + int((reserved - floor_cost) / per_token))

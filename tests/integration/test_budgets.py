@@ -353,3 +353,31 @@ def test_threshold_webhook_is_called_once_per_crossing(tmp_path, upstream, datab
     finally:
         proxy.stop()
         server.shutdown()
+
+
+def test_near_the_end_of_a_budget_a_filled_in_output_limit_shrinks_to_what_is_left(proxy, store, conn):
+    """A request without max_tokens reserves for 4,096 output tokens. With less room than that
+    left, it is answered with max_tokens cut to what the budget pays (the fake provider uses all
+    of it: the worst case), never refused for a reservation it would not need; a client's own
+    max_tokens is reserved whole or refused."""
+    question = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "a cheap question"}]}
+    full = max_cost({**question, "max_tokens": 4096})
+    tenant = store.create_tenant(f"shrink-{uuid.uuid4().hex[:8]}", budget_usd=budget_of(full / 3))
+    headers = {"Authorization": f"Bearer {store.create_key(tenant.id)[1]}"}
+    explicit = {**question, "max_tokens": 4096}
+    refused = httpx.post(proxy.url + "/v1/chat/completions", json=explicit, headers=headers, timeout=60)
+    assert refused.status_code == 429, refused.text
+    answered = httpx.post(proxy.url + "/v1/chat/completions", json=question, headers=headers, timeout=60)
+    assert answered.status_code == 200, answered.text
+    completion = answered.json()["usage"]["completion_tokens"]
+    assert 64 <= completion < 4096 / 3 + 1, completion  # the limit written: about a third of 4,096
+    _, cost = wait_until(lambda: (found := spend(conn, tenant.id))[0] == 1 and found, timeout=30, what="the row")
+    assert cost <= tenant.budget_usd, (cost, tenant.budget_usd)
+    # What is left pays for fewer than 64 output tokens: refused, not answered with a stub.
+    for _ in range(5):
+        last = httpx.post(proxy.url + "/v1/chat/completions", json=question, headers=headers, timeout=60)
+        if last.status_code != 200:
+            break
+    assert last.status_code == 429, last.text
+    _, cost = wait_until(lambda: spend(conn, tenant.id), timeout=5, what="the rows")
+    assert cost <= tenant.budget_usd, (cost, tenant.budget_usd)

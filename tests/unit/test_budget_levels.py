@@ -179,3 +179,25 @@ async def test_flush_reports_only_leases_with_news_and_renews_idle_ones_rarely(m
     monkeypatch.setattr(manager_module.time, "monotonic", lambda: clock)
     await manager.flush()
     assert sorted(store.reported) == [f"end_user:tn_1:u{i}" for i in range(3)]  # held slices renewed
+
+
+async def test_with_a_minimum_every_level_holds_the_smallest_room_left():
+    store = MemoryStore({"key:tn_1:k": Decimal(10), "tn_1": Decimal(3)})
+    manager = BudgetManager(store, "h", slice_fraction=Decimal(1))
+    levels = [("key", "key:tn_1:k", Decimal(10), "monthly"), ("tenant", "tn_1", Decimal(3), "monthly")]
+    reservation = await manager.reserve_levels("r1", levels, Decimal(5), minimum=Decimal(1))
+    assert reservation.amount == 3  # the tenant had 3 left of the 5 asked for
+    assert [(lease.reserved, lease.available) for lease in reservation.leases] == [(3, 7), (3, 0)]
+    with pytest.raises(BudgetExceeded):  # nothing left at the tenant level, not even the minimum
+        await manager.reserve_levels("r2", levels, Decimal(5), minimum=Decimal(1))
+    assert [(lease.reserved, lease.available) for lease in reservation.leases] == [(3, 7), (3, 0)]
+
+
+async def test_a_refusal_memo_does_not_refuse_a_smaller_request():
+    store = MemoryStore({"tn_1": Decimal(3)})
+    manager = BudgetManager(store, "h", slice_fraction=Decimal(1))
+    tenant = [("tenant", "tn_1", Decimal(3), "monthly")]
+    with pytest.raises(BudgetExceeded):
+        await manager.reserve_levels("r1", tenant, Decimal(5))  # needs 5: refused, remembered
+    reservation = await manager.reserve_levels("r2", tenant, Decimal(5), minimum=Decimal(1))
+    assert reservation.amount == 3 and store.calls == 2  # it needs only 1: the store is asked again
