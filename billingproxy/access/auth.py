@@ -2,8 +2,9 @@
 
 A warm request costs one SHA-256 and one dict lookup: no database query. Positive and negative
 answers are cached for a short TTL (so revocations and suspensions take effect within it). If
-the database is unreachable, keys already in the cache keep working (stale-if-error, bounded
-by ``stale_max_s``) and unknown keys are refused with 503: the gateway fails closed.
+the database is unreachable, keys already in the cache — or evicted from it lately — keep working
+(stale-if-error, bounded by ``stale_max_s``) and unknown keys are refused with 503: the gateway
+fails closed.
 
 Known keys live in an LRU of ``cache_size``; unknown tokens in a separate, smaller one, so a
 flood of random tokens can never evict a working key (and then turn a database blip into 503s
@@ -105,6 +106,10 @@ class Authenticator:
         self._cache: OrderedDict[str, _Entry] = OrderedDict()  # known keys, least recently used first
         self._negative: OrderedDict[str, _Entry] = OrderedDict()  # unknown tokens, oldest first
         self._negative_size = max(64, settings.cache_size // 10)
+        # Known keys the LRU evicted lately, kept for stale-if-error only (never served while the
+        # database answers): an outage right after a burst of other keys still serves them.
+        self._evicted: OrderedDict[str, _Entry] = OrderedDict()
+        self._evicted_size = max(64, settings.cache_size // 10)
         self._inflight: dict[str, asyncio.Future[KeyRecord | None]] = {}
         # Per tenant, its end-user overrides as last fetched (admission reads them: no query per request).
         self._end_users: dict[str, EndUserBudgets] = {}
@@ -161,6 +166,7 @@ class Authenticator:
         try:
             record = await self._single_flight(cache_key, fetch)
         except Unavailable:
+            entry = entry or self._evicted.get(cache_key)
             if entry is not None and entry.record is not None and now - entry.fetched_at < self._stale_max_s:
                 return entry.record  # stale-if-error: keep serving known keys during an outage
             raise Refusal(503, "auth_unavailable", "Authentication is temporarily unavailable; retry.") from None
@@ -198,7 +204,13 @@ class Authenticator:
         cache[cache_key] = entry
         cache.move_to_end(cache_key)
         while len(cache) > size:
-            cache.popitem(last=False)
+            evicted_key, evicted = cache.popitem(last=False)
+            if evicted.record is not None:
+                self._evicted[evicted_key] = evicted
+                if len(self._evicted) > self._evicted_size:
+                    self._evicted.popitem(last=False)
+        if entry.record is not None:
+            self._evicted.pop(cache_key, None)  # back in the cache
 
 
 def strip_bearer(token: str | None) -> str | None:

@@ -171,3 +171,33 @@ async def test_allow_list():
     assert limits.allows("gpt-4o") and not limits.allows("gpt-4o-mini")
     master = await auth.authenticate(MASTER)
     assert master.is_admin and limits_from_auth(None, None) is None  # the master key has no tenant limits
+
+
+async def test_a_key_evicted_lately_is_still_served_during_an_outage():
+    """Stale-if-error covers keys the LRU pushed out lately (a burst of other keys just before the
+    outage), not only the ones still cached; it never serves them while the database answers."""
+    keys = {
+        f"sk-bp-{i:02d}" + "e" * 40: record(key_id=f"key_{i}", key_hash=hash_token(f"sk-bp-{i:02d}" + "e" * 40))
+        for i in range(8)
+    }
+
+    class Many(Store):
+        async def lookup(self, key_hash: str) -> KeyRecord | None:
+            if self.down:
+                raise Unavailable("database down")
+            self.calls += 1
+            return next((r for r in keys.values() if r.key_hash == key_hash), None)
+
+    store, clock = Many(None), Clock()
+    auth = make(store, clock, cache_size=3)
+    first, *others = keys
+    await auth.authenticate(first)
+    for other in others:  # 7 other keys through a cache of 3: the first is evicted
+        await auth.authenticate(other)
+    assert hash_token(first) not in auth._cache
+    store.down = True
+    assert (await auth.authenticate(first)).record.key_id == "key_0"  # served, not 503
+    store.down = False
+    calls = store.calls
+    await auth.authenticate(first)
+    assert store.calls == calls + 1  # with the database back, it is looked up again
