@@ -145,7 +145,9 @@ def on_exit(name: str, drain: Callable[[], Awaitable[None]], order: int) -> None
 
 def record_answer(data: dict[str, Any], auth_meta: Mapping[str, Any] | None, response: Any) -> None:
     """A non-streaming answer, recorded before LiteLLM returns it (post-call success hook)."""
-    usage = answered.usage_dict(getattr(response, "usage", None))
+    call_type = getattr(data.get("litellm_logging_obj"), "call_type", None)
+    raw_usage = response.get("usage") if isinstance(response, Mapping) else getattr(response, "usage", None)
+    usage = answered.usage_dict(raw_usage, call_type)
     if not usage:
         return  # nothing metered here (e.g. an image or audio response): the logging callback records it
     hidden = getattr(response, "_hidden_params", None)

@@ -42,12 +42,20 @@ def _get(obj: Any, name: str) -> Any:
     return getattr(obj, name, None)
 
 
-def usage_dict(usage: Any) -> dict[str, Any]:
-    """LiteLLM's ``Usage`` object (or a dict) as the plain dict ``record_from_payload`` reads."""
-    if not usage or _get(usage, "prompt_tokens") is None:
-        # Not OpenAI's chat/completions/embeddings shape (the Responses API's and Anthropic's
-        # input_tokens/output_tokens): LiteLLM's logging callback normalises those, as before.
+_ANTHROPIC_MESSAGES = frozenset({"anthropic_messages", "aanthropic_messages"})
+_RESPONSES = frozenset({"responses", "aresponses"})
+
+
+def usage_dict(usage: Any, call_type: str | None = None) -> dict[str, Any]:
+    """LiteLLM's ``Usage`` object (or a dict) as the plain dict ``record_from_payload`` reads.
+
+    The Responses API's and Anthropic's ``input_tokens``/``output_tokens`` shapes are read as
+    LiteLLM's logging normalises them, for their own call types only (the two count ``input_tokens``
+    differently); any other shape is left to the logging callback (an empty dict)."""
+    if not usage:
         return {}
+    if _get(usage, "prompt_tokens") is None:
+        return _input_output_usage(usage, call_type)
     prompt_details = _get(usage, "prompt_tokens_details")
     completion_details = _get(usage, "completion_tokens_details")
     # Cache writes (Anthropic's, through the OpenAI route) are priced apart: keep their total and
@@ -75,6 +83,48 @@ def usage_dict(usage: Any) -> dict[str, Any]:
             "audio_tokens": _get(completion_details, "audio_tokens") or 0,
         },
     }
+
+
+def _input_output_usage(usage: Any, call_type: str | None) -> dict[str, Any]:
+    input_tokens, output_tokens = _get(usage, "input_tokens"), _get(usage, "output_tokens")
+    if not isinstance(input_tokens, int) or not isinstance(output_tokens, int):
+        return {}
+    if call_type in _RESPONSES:
+        # OpenAI's Responses API: input_tokens includes the cached ones (LiteLLM's
+        # _transform_response_api_usage_to_chat_usage maps them one to one).
+        cached = _get(_get(usage, "input_tokens_details"), "cached_tokens") or 0
+        reasoning = _get(_get(usage, "output_tokens_details"), "reasoning_tokens") or 0
+        return usage_dict(
+            {
+                "prompt_tokens": input_tokens,
+                "completion_tokens": output_tokens,
+                "total_tokens": _get(usage, "total_tokens") or input_tokens + output_tokens,
+                "prompt_tokens_details": {"cached_tokens": cached},
+                "completion_tokens_details": {"reasoning_tokens": reasoning},
+            }
+        )
+    if call_type in _ANTHROPIC_MESSAGES:
+        # Anthropic's input_tokens excludes cache reads and writes; LiteLLM's calculate_usage adds
+        # both back into prompt_tokens (and the adapter from OpenAI-shaped providers subtracts them).
+        read = _get(usage, "cache_read_input_tokens") or 0
+        written = _get(usage, "cache_creation_input_tokens") or 0
+        split = _get(usage, "cache_creation") or {}
+        prompt = input_tokens + read + written
+        return usage_dict(
+            {
+                "prompt_tokens": prompt,
+                "completion_tokens": output_tokens,
+                "total_tokens": prompt + output_tokens,
+                "cache_read_input_tokens": read,
+                "cache_creation_input_tokens": written,
+                "prompt_tokens_details": {
+                    "cached_tokens": read,
+                    "cache_creation_tokens": written,
+                    "cache_creation_token_details": split,
+                },
+            }
+        )
+    return {}
 
 
 def _epoch(value: Any) -> float | None:

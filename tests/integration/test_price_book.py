@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -191,10 +192,21 @@ def test_anthropic_cache_writes_are_billed_at_their_own_price_stream_and_not(pro
     extra = "[[cache_write:6]] [[cache_write_1h:4]] [[cached:3]]"
     chat(proxies[0], token, "claude-sonnet-4", 20, 5, extra)
     chat(proxies[1], token, "claude-sonnet-4", 20, 5, extra, stream=True)
-    rows = wait_rows(book_db, tenant_id, 2)
+    # Anthropic's own route too (its usage counts input_tokens without the cache reads and writes;
+    # the non-streaming answer is recorded before it leaves the proxy, from that shape).
+    an = anthropic.Anthropic(base_url=proxies[0].url, api_key=token, max_retries=0)
+    text = " ".join(["w"] * (20 - len(extra.split()))) + " " + extra
+    an.messages.create(model="claude-sonnet-4", max_tokens=5, messages=[{"role": "user", "content": text}])
+    with an.messages.stream(
+        model="claude-sonnet-4", max_tokens=5, messages=[{"role": "user", "content": text}]
+    ) as stream:
+        stream.until_done()
+    rows = wait_rows(book_db, tenant_id, 4)
     expected = (Decimal(7) * 3 + 3 * Decimal("0.3") + 6 * Decimal("3.75") + 4 * 6 + 5 * 15) / MTOK
     assert sorted((r["stream"], r["prompt_tokens"], r["cached_tokens"], r["cost_usd"]) for r in rows) == [
         (False, 20, 3, expected),
+        (False, 20, 3, expected),
+        (True, 20, 3, expected),
         (True, 20, 3, expected),
     ]
     # Billed at the plain input price, the 10 cache-write tokens would have cost 16.5 µ$ less than they do.
