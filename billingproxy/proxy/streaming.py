@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from billingproxy import shutdown
+from billingproxy.metering import output_choices, output_token_limit
 from billingproxy.metering.tokenizer import count_prompt, count_text
 from billingproxy.proxy import answered
 
@@ -121,6 +122,9 @@ def record_cut(
         if estimated:
             prompt = count_prompt(dict(data))
             completion = count_text("".join(state.pieces))
+            limit = output_token_limit(data)
+            if limit is not None:  # the provider bills no more than the limit per choice: ours may differ
+                completion = min(completion, limit * output_choices(data))
             usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
         else:
             usage = answered.usage_dict(state.usage)

@@ -197,7 +197,8 @@ def test_a_stream_the_client_closes_early_is_recorded_once_and_says_whose_counts
         assert found["status"] in ("cancelled", "success")
         assert found["prompt_tokens"] > 0
         if found["usage_estimated"]:
-            assert found["status"] == "cancelled" and 0 < found["completion_tokens"] < 3000
+            # Counted from what was relayed, never more than the provider could bill (max_tokens).
+            assert found["status"] == "cancelled" and 0 < found["completion_tokens"] <= 3000
         else:
             assert (found["prompt_tokens"], found["completion_tokens"]) == (5, 3000)  # the provider's numbers
         print(f"closed stream recorded as {dict(found)}")
