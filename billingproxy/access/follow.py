@@ -9,12 +9,12 @@ everything cached is marked, since notifications sent while we were not listenin
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import psycopg
 
 from billingproxy.access.auth import Authenticator
+from billingproxy.db.listen import follow_channel
 
 __all__ = ["CHANNEL", "follow"]
 
@@ -23,21 +23,27 @@ log = logging.getLogger("billingproxy.auth")
 
 
 async def follow(authenticator: Authenticator, url: str, check_s: float = 15.0) -> None:
-    """Run forever: invalidate on every notification; check the connection every ``check_s``
-    seconds without one (a silently dead connection would otherwise hear nothing, forever)."""
-    while True:
-        try:
-            async with await psycopg.AsyncConnection.connect(
-                url, autocommit=True, connect_timeout=5, application_name="billingproxy-auth"
-            ) as conn:
-                await conn.execute(f"LISTEN {CHANNEL}")
-                authenticator.invalidate()  # after LISTEN: no change can fall between the two
-                while True:
-                    async for note in conn.notifies(timeout=check_s):
-                        authenticator.invalidate(note.payload or None)
-                    await conn.execute("SELECT 1")
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the TTL covers the gap; reconnect
-            log.warning("auth change channel down (%s): the cache TTL applies until it is back", type(exc).__name__)
-            await asyncio.sleep(1.0)
+    """Run forever: invalidate on every notification; probe the connection every ``check_s``
+    seconds without one."""
+
+    async def everything(conn: psycopg.AsyncConnection) -> None:
+        authenticator.invalidate()
+
+    def tenant(note: psycopg.Notify) -> None:
+        authenticator.invalidate(note.payload or None)
+
+    async def probe(conn: psycopg.AsyncConnection) -> None:
+        await conn.execute("SELECT 1")
+
+    await follow_channel(
+        url,
+        CHANNEL,
+        application_name="billingproxy-auth",
+        on_connect=everything,
+        on_notify=tenant,
+        after_wait=probe,
+        wait_s=check_s,
+        retry_s=1.0,
+        log=log,
+        down="auth change channel down: the cache TTL applies until it is back",
+    )

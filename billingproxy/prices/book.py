@@ -9,7 +9,6 @@ the hot path is a dict lookup plus a bisect over a model's few versions, with no
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from bisect import bisect_right
 from collections.abc import Iterable
@@ -21,6 +20,7 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import dict_row
 
+from billingproxy.db.listen import follow_channel
 from billingproxy.metering import ZERO, ModelPrice, RequestDimensions
 from billingproxy.prices.model import PriceVersion, RateCard, TokenUsage, bound_prices, effective_prices, priced_cost
 from billingproxy.prices.store import _CARD_COLUMNS, _VERSION_COLUMNS, config_versions
@@ -170,19 +170,20 @@ class ReservationPrices:
 
 async def follow(book: PriceBook, url: str, poll_s: float) -> None:
     """Keep ``book`` current: reload on every NOTIFY, and every ``poll_s`` seconds regardless."""
-    while True:
-        try:
-            async with await psycopg.AsyncConnection.connect(
-                url, autocommit=True, connect_timeout=5, application_name="billingproxy-prices"
-            ) as conn:
-                await conn.execute(f"LISTEN {CHANNEL}")
-                await book.load_async(conn)  # after LISTEN: no change can fall between the two
-                while True:
-                    async for _ in conn.notifies(timeout=poll_s, stop_after=1):
-                        pass
-                    await book.load_async(conn)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the schedule in memory stays; retry
-            log.warning("price book refresh failed: %s", type(exc).__name__)
-            await asyncio.sleep(min(poll_s, 5))
+
+    async def reload(conn: psycopg.AsyncConnection) -> None:
+        await book.load_async(conn)
+
+    await follow_channel(
+        url,
+        CHANNEL,
+        application_name="billingproxy-prices",
+        on_connect=reload,
+        on_notify=None,
+        after_wait=reload,  # after the first notification, or poll_s seconds without one
+        wait_s=poll_s,
+        stop_after=1,
+        retry_s=min(poll_s, 5),
+        log=log,
+        down="price book refresh failed: the schedule in memory stays",
+    )
