@@ -18,6 +18,7 @@ from billingproxy.cli import main as cli
 from billingproxy.metering import PriceTable
 from billingproxy.metering import pricing as budget
 from testkit.support import REPO, ProxyProcess, budget_of, test_config, wait_until
+from tests.integration.test_budgets import redis_proxy_env
 
 PRICES = PriceTable.from_config(REPO / "config.yaml")
 QUICK = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "levels"}], "max_tokens": 20}
@@ -173,14 +174,7 @@ def test_200_concurrent_requests_over_two_proxies_overshoot_no_level(two_proxies
 def test_200_concurrent_requests_over_two_proxies_sharing_redis_overshoot_no_level(
     tmp_path, upstream, database_url, store, conn
 ):
-    if not redis_available():
-        pytest.skip("no Redis on 127.0.0.1:6379")
-    env = {
-        "BILLINGPROXY_DATABASE_URL": database_url,
-        "BILLINGPROXY_BUDGET_STORE": "redis",
-        "BILLINGPROXY_REDIS_URL": "redis://127.0.0.1:6379/0",
-    }
-    pair = _start_pair(tmp_path, upstream, env)
+    pair = _start_pair(tmp_path, upstream, redis_proxy_env(database_url))
     try:
         tenant_id, spent = check_levels_hold([p.url for p in pair], store, conn)
         client = redis.Redis(host="127.0.0.1", port=6379)
@@ -237,13 +231,6 @@ def check_levels_hold(urls: list[str], store, conn) -> tuple[str, dict[str, Deci
         assert spent[end_user] <= budget_of(one * 8), spent
     print(f"admitted {admitted}, refused by levels {sorted(levels)}, spent {spent}")
     return tenant.id, spent
-
-
-def redis_available() -> bool:
-    try:
-        return bool(redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1).ping())
-    except redis.exceptions.ConnectionError:
-        return False
 
 
 def refused_by_both(urls: list[str], token: str, status: int, deadline_s: float = 1.0) -> float:

@@ -145,16 +145,22 @@ def redis_available() -> bool:
         return False
 
 
-def test_200_concurrent_requests_cannot_overspend_two_proxies_sharing_redis(
-    tmp_path, upstream, database_url, store, conn
-):
+def redis_proxy_env(database_url: str, **extra: str) -> dict[str, str]:
+    """A proxy's environment with the Redis budget store (the test is skipped without a Redis)."""
     if not redis_available():
         pytest.skip("no Redis on 127.0.0.1:6379")
-    env = {
+    return {
         "BILLINGPROXY_DATABASE_URL": database_url,
         "BILLINGPROXY_BUDGET_STORE": "redis",
         "BILLINGPROXY_REDIS_URL": "redis://127.0.0.1:6379/0",
+        **extra,
     }
+
+
+def test_200_concurrent_requests_cannot_overspend_two_proxies_sharing_redis(
+    tmp_path, upstream, database_url, store, conn
+):
+    env = redis_proxy_env(database_url)
     first = ProxyProcess(tmp_path / "a", test_config(upstream.base_url), env).start()
     second = ProxyProcess(tmp_path / "b", test_config(upstream.base_url), env).start()
     try:
@@ -172,14 +178,7 @@ def test_200_concurrent_requests_cannot_overspend_two_proxies_sharing_redis(
 def test_a_redis_that_lost_its_data_does_not_reset_the_budget(tmp_path, upstream, database_url, store, conn):
     """The tenant's keys vanish mid-period (Redis restarted without persistence, evicted, failed
     over to an empty replica): the store re-seeds from PostgreSQL instead of counting from 0."""
-    if not redis_available():
-        pytest.skip("no Redis on 127.0.0.1:6379")
-    env = {
-        "BILLINGPROXY_DATABASE_URL": database_url,
-        "BILLINGPROXY_BUDGET_STORE": "redis",
-        "BILLINGPROXY_REDIS_URL": "redis://127.0.0.1:6379/0",
-        "BILLINGPROXY_WRITER_INTERVAL_MS": "100",
-    }
+    env = redis_proxy_env(database_url, BILLINGPROXY_WRITER_INTERVAL_MS="100")
     proxy = ProxyProcess(tmp_path / "r", test_config(upstream.base_url), env).start()
     client = redis.Redis(host="127.0.0.1", port=6379)
     quick = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "lost"}], "max_tokens": 20}
