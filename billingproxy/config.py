@@ -231,6 +231,8 @@ class ProxySettings:
     budget_webhook_url: str | None = None
     prices_poll_s: float = 30.0  # the price book's fallback poll (LISTEN/NOTIFY is the fast path)
     shutdown_grace_s: float = 8.0  # after SIGTERM, in-flight requests get this long, then are cut
+    budget_call_in_s: float = 0.3  # a refused request calls other instances' slices in, waiting this long (0: off)
+    gc_freeze: bool = True  # freeze the start-up heap after the first requests (billingproxy.proxy.heap)
 
     @classmethod
     def from_env(cls) -> ProxySettings:
@@ -255,8 +257,13 @@ class ProxySettings:
         grace_s = _float("BILLINGPROXY_SHUTDOWN_GRACE_S", 8)
         if not 0.5 <= grace_s <= 3600:
             raise ConfigError("BILLINGPROXY_SHUTDOWN_GRACE_S must be between 0.5 and 3600 seconds")
+        call_in_ms = _float("BILLINGPROXY_BUDGET_CALL_IN_MS", 300)
+        if not 0 <= call_in_ms <= 5000:
+            raise ConfigError("BILLINGPROXY_BUDGET_CALL_IN_MS must be between 0 (off) and 5000")
         return cls(
+            budget_call_in_s=call_in_ms / 1000,
             shutdown_grace_s=grace_s,
+            gc_freeze=_raw("BILLINGPROXY_GC_FREEZE") != "0",
             prices_poll_s=poll_s,
             default_max_tokens=default_max,
             max_output_tokens=max_output,

@@ -11,6 +11,7 @@ import functools
 from fastapi import Request
 from litellm.proxy._types import LitellmUserRoles, UserAPIKeyAuth
 from litellm.proxy.auth.auth_utils import get_request_route
+from litellm.proxy.common_utils.http_parsing_utils import read_request_body
 
 from billingproxy import proxy
 from billingproxy.errors import Refusal
@@ -65,7 +66,10 @@ async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
         limit = proxy.max_body_bytes()
         if length and length.isdigit() and int(length) > limit:
             raise Refusal(413, "request_too_large", f"Request body over {limit // (1024 * 1024)} MB.")
-        principal = await proxy.authenticate(api_key, get_request_route(request))
+        route = get_request_route(request)
+        principal = await proxy.authenticate(api_key, route)
+        if proxy.counts_tokens(route):  # no pre-call hook runs for it: admitted here
+            proxy.admit_token_count(principal, await read_request_body(request))
     except Refusal as refusal:
         raise GatewayRefusal(refusal) from None
     return to_user_api_key_auth(principal)

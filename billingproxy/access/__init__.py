@@ -12,6 +12,7 @@ from billingproxy.access.identity import (
 )
 from billingproxy.access.keystore import KeyStore
 from billingproxy.access.routes import TENANT_ROUTES, check_tenant_route, tenant_may_call
+from billingproxy.access.token_counting import TokenCountLimiter, check_token_count
 
 __all__ = [
     "TENANT_ROUTES",
@@ -20,9 +21,11 @@ __all__ = [
     "KeyStore",
     "Principal",
     "TenantLimits",
+    "TokenCountLimiter",
     "auth_metadata",
     "auth_metadata_of_payload",
     "check_tenant_route",
+    "check_token_count",
     "limiter_identity",
     "limits_from_auth",
     "tenant_limiter_identity",

@@ -1,6 +1,7 @@
 """Budgets that hold under concurrency and across instances: the leased-slice manager, its
 PostgreSQL and Redis stores, spend per period, and threshold alerts."""
 
+from billingproxy.budgets import call_in
 from billingproxy.budgets.alerts import threshold_webhook
 from billingproxy.budgets.manager import (
     THRESHOLDS,
@@ -27,6 +28,7 @@ __all__ = [
     "PostgresBudgetStore",
     "Report",
     "Reservation",
+    "call_in",
     "crossed_thresholds",
     "period_status",
     "threshold_webhook",

@@ -12,6 +12,10 @@ fraction of what remains, so they shrink near the end of the budget, down to one
 
 Invariant: the store grants a slice only from ``budget - spent - slices held by everyone``, and
 a request is admitted only against a slice, so admitted maximum costs never exceed the budget.
+
+A request refused while other instances hold enough *calls their slices in* (``call_in``, a
+message to every instance): each holder hands back what its requests in flight have not
+reserved, and the refused request asks again for up to ``call_in_wait_s`` before it is refused.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ log = logging.getLogger("billingproxy.budget")
 THRESHOLDS = (50, 80, 100)
 LEASE_MARGIN_S = 2.0  # a lease older than its TTL minus this is treated as expired
 REFUSAL_MEMO_S = 0.05  # after the store refused a slice, refuse locally for this long
+CALL_IN_POLL_S = 0.025  # a refused request that called slices in asks the store again this often
+CALL_IN_MEMO_S = 1.0  # a call-in that freed nothing is not repeated for this scope this soon
 # An idle lease (nothing settled, nothing changed) is renewed this often, not every flush: with a
 # lease per end user, reporting all of them every second would grow with the end users seen.
 # Never less often than half the time a lease is surely alive (BudgetManager.renew_idle_s).
@@ -62,6 +68,7 @@ class Grant:
     granted: Decimal  # the new unreserved slice for this holder (0: refused)
     spent: Decimal
     budget: Decimal
+    others: Decimal = ZERO  # what the other holders hold (reserved and unreserved)
 
     @property
     def ok(self) -> bool:
@@ -105,6 +112,7 @@ class Lease:
     told_holding: Decimal = ZERO  # what the store last recorded this holder as holding
     told_at: float = 0.0  # monotonic time before the last store call that renewed this lease
     spent_via_refill: bool = False  # a refill reported spend: the next flush checks thresholds
+    called_in_until: float = 0.0  # a call-in for this scope freed nothing: none again until then
 
 
 def _take_report(lease: Lease) -> Report:
@@ -155,6 +163,8 @@ class BudgetManager:
         reservation_timeout_s: float = 1800,
         on_threshold: Callable[[str, int, Decimal], Awaitable[None]] | None = None,
         idle_s: float = 5.0,
+        call_in: Callable[[str, datetime], Awaitable[None]] | None = None,
+        call_in_wait_s: float = 0.3,
     ) -> None:
         self.on_threshold = on_threshold  # optional: told of every threshold crossing (a webhook)
         self.store = store
@@ -168,6 +178,11 @@ class BudgetManager:
         # flush, so a busy instance can use it; draining (SIGTERM) hands every slice back.
         self.idle_s = idle_s
         self.draining = False
+        # Asks every other holder of (scope, period start) to hand its unreserved slice back.
+        self.call_in = call_in if call_in_wait_s > 0 else None
+        self.call_in_wait_s = call_in_wait_s
+        self.called_in = 0  # call-ins sent (for tests and benchmarks)
+        self._wake = asyncio.Event()  # a call-in from another holder: report now, not at the next tick
         # A slice is spent only while the store's lease on it is surely alive: the store's TTL minus
         # a margin for clock granularity and the call's own time (no TTL known: no limit).
         ttl = getattr(store, "lease_ttl", None)
@@ -251,9 +266,29 @@ class BudgetManager:
 
     async def _refill(self, lease: Lease, want: Decimal, need: Decimal) -> None:
         """Caller holds ``lease.lock``. Reports settled spend and asks for a new slice: at least
-        ``need``, ``want`` or a slice if there is room."""
-        report = _take_report(lease)
+        ``need``, ``want`` or a slice if there is room. Refused while other holders hold enough,
+        it calls their slices in and asks again until ``call_in_wait_s`` has passed."""
         want = max(want, (lease.budget * self.slice_fraction).quantize(Decimal("1e-10")))
+        grant = await self._ask(lease, want, need)
+        now = time.monotonic()
+        if (
+            grant.ok
+            or self.call_in is None
+            or not _others_in_the_way(grant, lease, need)
+            or now < lease.called_in_until
+        ):
+            return
+        self.called_in += 1
+        await self.call_in(lease.tenant_id, lease.period_start)
+        deadline = now + self.call_in_wait_s
+        while not grant.ok and _others_in_the_way(grant, lease, need) and time.monotonic() < deadline:
+            await asyncio.sleep(CALL_IN_POLL_S)  # the holders' hand-backs arrive within a round trip or two
+            grant = await self._ask(lease, want, need)
+        if not grant.ok:  # busy holders: their slices are reserved; do not make every refusal wait
+            lease.called_in_until = time.monotonic() + CALL_IN_MEMO_S
+
+    async def _ask(self, lease: Lease, want: Decimal, need: Decimal) -> Grant:
+        report = _take_report(lease)
         self.store_calls += 1
         asked_at = time.monotonic()
         try:
@@ -266,6 +301,16 @@ class BudgetManager:
         lease.refused_need = need
         lease.told_holding, lease.told_at = lease.reserved + grant.granted, asked_at
         lease.spent_via_refill = lease.spent_via_refill or report.consumed > 0
+        return grant
+
+    def hand_over(self, holder: str, scope: str, start: datetime) -> None:
+        """Another holder called in (scope, period start): our unreserved slice goes back to the
+        store with a report made now (requests in flight keep their reservations)."""
+        lease = self._leases.get((scope, start))
+        if holder == self.holder or lease is None or lease.available <= 0:
+            return
+        lease.available = ZERO
+        self._wake.set()
 
     def settle(self, request_id: str, actual: Decimal) -> None:
         """The request ended with cost ``actual`` (0 releases the reservation)."""
@@ -340,11 +385,18 @@ class BudgetManager:
 
     async def run(self, interval_s: float = 1.0) -> None:
         while True:
-            await asyncio.sleep(interval_s)
+            with contextlib.suppress(TimeoutError):  # every interval, or at once after a hand-over
+                await asyncio.wait_for(self._wake.wait(), interval_s)
+            self._wake.clear()
             try:
                 await self.flush()
             except Exception:  # keep renewing: a failed report is retried with the next one
                 log.warning("budget report failed", exc_info=True)
+
+
+def _others_in_the_way(grant: Grant, lease: Lease, need: Decimal) -> bool:
+    """Refused only because other holders hold slices: without them there would be room."""
+    return grant.others > 0 and grant.budget - grant.spent - lease.reserved >= need
 
 
 def _due(lease: Lease, now: float, renew_idle_s: float) -> bool:

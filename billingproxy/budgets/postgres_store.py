@@ -58,7 +58,7 @@ class PostgresBudgetStore:
             await conn.execute(
                 _HOLD, (report.tenant_id, report.period_start, holder, reserved + granted, self.lease_ttl)
             )
-        return Grant(granted=granted, spent=max(spent, derived), budget=report.budget)
+        return Grant(granted=granted, spent=max(spent, derived), budget=report.budget, others=others)
 
     async def report(self, holder: str, reports: list[Report]) -> list[tuple[str, int, Decimal]]:
         crossed: list[tuple[str, int, Decimal]] = []

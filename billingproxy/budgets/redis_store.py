@@ -29,17 +29,16 @@ UNIT = COST_QUANTUM  # 1e-10 USD
 # KEYS[1] spend hash {spent, announced}; KEYS[2] lease hash holder->units; KEYS[3] zset holder->expiry
 # ARGV: holder, consumed, holding_or_reserved, want, need, budget, now, ttl, mode ("acquire"|"report")
 _SCRIPT = """
-if redis.call('HEXISTS', KEYS[1], 'spent') == 0 then return {-1, 0, 0} end
+if redis.call('HEXISTS', KEYS[1], 'spent') == 0 then return {-1, 0, 0, 0} end
 local spent = redis.call('HINCRBY', KEYS[1], 'spent', ARGV[2])
 local now, ttl = tonumber(ARGV[7]), tonumber(ARGV[8])
 for _, h in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do
   redis.call('HDEL', KEYS[2], h)
   redis.call('ZREM', KEYS[3], h)
 end
-local granted = 0
+local granted, others = 0, 0
 local mine = tonumber(ARGV[3])
 if ARGV[9] == 'acquire' then
-  local others = 0
   local held = redis.call('HGETALL', KEYS[2])
   for i = 1, #held, 2 do
     if held[i] ~= ARGV[1] then others = others + tonumber(held[i + 1]) end
@@ -51,7 +50,7 @@ end
 redis.call('HSET', KEYS[2], ARGV[1], mine)
 redis.call('ZADD', KEYS[3], now + ttl, ARGV[1])
 local announced = tonumber(redis.call('HGET', KEYS[1], 'announced') or '0')
-return {spent, granted, announced}
+return {spent, granted, announced, others}
 """
 
 # Lua numbers are doubles: exact for integers below 2^53 units of 1e-10 USD, i.e. ~900k USD
@@ -96,22 +95,22 @@ class RedisBudgetStore:
             await self._seed(report, keys)
             args = [holder, _units(report.consumed), _units(mine), _units(want), _units(need)]
             args += [_units(report.budget), int(time.time()), int(self.lease_ttl.total_seconds()), mode]
-            spent, granted, announced = await self._script(keys=keys, args=args)
+            spent, granted, announced, others = await self._script(keys=keys, args=args)
             if int(spent) < 0:  # Redis lost the spend since we seeded it: seed again, from PostgreSQL
                 await self._seed(report, keys, again=True)
-                spent, granted, announced = await self._script(keys=keys, args=args)
+                spent, granted, announced, others = await self._script(keys=keys, args=args)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, psycopg.OperationalError) as exc:
             raise BudgetStoreUnavailable(str(exc)) from exc
-        return _usd(int(spent)), _usd(int(granted)), int(announced), keys
+        return _usd(int(spent)), _usd(int(granted)), int(announced), _usd(int(others)), keys
 
     async def acquire(self, holder: str, report: Report, reserved: Decimal, want: Decimal, need: Decimal) -> Grant:
-        spent, granted, _, _ = await self._run(holder, report, reserved, want, need, "acquire")
-        return Grant(granted=granted, spent=spent, budget=report.budget)
+        spent, granted, _, others, _ = await self._run(holder, report, reserved, want, need, "acquire")
+        return Grant(granted=granted, spent=spent, budget=report.budget, others=others)
 
     async def report(self, holder: str, reports: list[Report]) -> list[tuple[str, int, Decimal]]:
         crossed: list[tuple[str, int, Decimal]] = []
         for report in reports:
-            spent, _, announced, keys = await self._run(
+            spent, _, announced, _, keys = await self._run(
                 holder, report, report.holding, Decimal(0), Decimal(0), "report"
             )
             thresholds = crossed_thresholds(spent, report.budget, announced)

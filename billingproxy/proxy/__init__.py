@@ -15,8 +15,10 @@ from billingproxy import logs, shutdown
 from billingproxy.access import (
     KeyRecord,
     Principal,
+    TokenCountLimiter,
     auth_metadata,
     check_tenant_route,
+    check_token_count,
     limiter_identity,
     tenant_limiter_identity,
 )
@@ -24,7 +26,7 @@ from billingproxy.access import limits_from_auth as _limits_from_auth
 from billingproxy.access.attribution import attach_attribution
 from billingproxy.config import AuthSettings, WriterSettings
 from billingproxy.metering import admitted, tokenizer
-from billingproxy.proxy import answered, inflight, log_redaction, runtime
+from billingproxy.proxy import answered, heap, inflight, log_redaction, runtime
 from billingproxy.proxy.admission import admit as _admit
 from billingproxy.proxy.contract import check_body_read, response_headers
 from billingproxy.proxy.pipeline import record_usage
@@ -34,8 +36,10 @@ __all__ = [
     "KeyRecord",
     "Principal",
     "admit_request",
+    "admit_token_count",
     "auth_metadata",
     "authenticate",
+    "counts_tokens",
     "drain_timeout",
     "limiter_identity",
     "max_body_bytes",
@@ -86,9 +90,24 @@ async def _record_interrupted() -> None:
 async def authenticate(token: str | None, route: str) -> Principal:
     """The caller behind a token, allowed on ``route``; raises ``Refusal`` otherwise."""
     principal = await runtime.authenticator().authenticate(token)
+    heap.note_request(runtime.settings().gc_freeze)
     if not principal.is_admin:
         check_tenant_route(route)
     return principal
+
+
+_token_counts = TokenCountLimiter()
+
+
+def counts_tokens(route: str) -> bool:
+    """Anthropic's token counting: LiteLLM runs no pre-call hook for it (see ``admit_token_count``)."""
+    return route.endswith("/messages/count_tokens")
+
+
+def admit_token_count(principal: Principal, body: Mapping[str, Any]) -> None:
+    """A count_tokens call of a tenant: its model allow-list and RPM, checked at authentication."""
+    if principal.record is not None and not principal.is_admin:
+        check_token_count(principal.record, body, _token_counts)
 
 
 def max_body_bytes() -> int:

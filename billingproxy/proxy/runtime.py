@@ -21,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from billingproxy import db, shutdown
 from billingproxy.access import Authenticator, KeyStore
 from billingproxy.access.follow import follow as follow_auth
-from billingproxy.budgets import BudgetManager, BudgetStore, PostgresBudgetStore, threshold_webhook
+from billingproxy.budgets import BudgetManager, BudgetStore, PostgresBudgetStore, call_in, threshold_webhook
 from billingproxy.config import AuthSettings, ProxySettings, WriterSettings, database_url, master_key
 from billingproxy.metering import PriceTable, UsageWriter
 from billingproxy.prices import PriceBook, follow
@@ -159,16 +159,29 @@ async def _close_writer() -> None:
     writer().close(shutdown.drain_timeout(WriterSettings.from_env().shutdown_deadline_s, floor_s=1.0))
 
 
+_budget_tasks: list[asyncio.Task] = []
+
+
 @cache
 def budgets() -> BudgetManager:
     """The process's budget manager; its background task reports spend and renews slices."""
     holder = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
     url = settings().budget_webhook_url
-    manager = BudgetManager(_budget_store(), holder, on_threshold=threshold_webhook(url) if url else None)
+    manager = BudgetManager(
+        _budget_store(),
+        holder,
+        on_threshold=threshold_webhook(url) if url else None,
+        call_in=call_in.publisher(pool(), holder),
+        call_in_wait_s=settings().budget_call_in_s,
+    )
     # At SIGTERM the unreserved slices go back to the store at once, the reserved ones as their
     # requests settle; spend is also derived from the usage rows the writer flushes, and whatever
     # this instance still holds at exit expires within the lease TTL (10 s).
-    asyncio.get_running_loop().create_task(_run_budgets(manager), name="billingproxy-budgets")
+    loop = asyncio.get_running_loop()
+    _budget_tasks.append(loop.create_task(_run_budgets(manager), name="billingproxy-budgets"))
+    if manager.call_in is not None:  # other instances' call-ins reach us here
+        follower = call_in.follow(manager, database_url())
+        _budget_tasks.append(loop.create_task(follower, name="billingproxy-budget-call-in"))
     shutdown.on_signal("budget-hand-back", manager.hand_back)
     return manager
 

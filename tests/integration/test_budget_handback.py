@@ -11,7 +11,8 @@ from decimal import Decimal
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from billingproxy.budgets import BudgetManager, PostgresBudgetStore
+from billingproxy.budgets import BudgetExceeded, BudgetManager, PostgresBudgetStore, call_in
+from billingproxy.tenants import period_start
 
 
 async def held_by(pool: AsyncConnectionPool, tenant: str, holder: str) -> Decimal:
@@ -57,3 +58,95 @@ def test_an_idle_holder_hands_its_slice_back(database_url):
 def test_hand_back_keeps_only_what_requests_in_flight_reserved(database_url):
     busy, kept, after = asyncio.run(scenario(database_url, draining=True))
     assert busy == Decimal("0.9") and kept == Decimal("0.5") and after == 0
+
+
+async def call_in_scenario(database_url: str, wait_s: float) -> tuple[bool, float, Decimal, int]:
+    """Holder A keeps an idle slice (idle_s far away); B asks for 95 % of the budget. With call-in
+    (real NOTIFY, A's real follower) A hands its slice over and B is admitted within the wait."""
+    tenant = f"tn_callin_{uuid.uuid4().hex[:10]}"
+    async with AsyncConnectionPool(database_url, min_size=1, max_size=4, kwargs={"row_factory": dict_row}) as pool:
+        managers = []
+        for name in ("a", "b"):
+            holder = f"{name}-{tenant}"
+            managers.append(
+                BudgetManager(
+                    PostgresBudgetStore(pool),
+                    holder,
+                    idle_s=3600,
+                    call_in=call_in.publisher(pool, holder),
+                    call_in_wait_s=wait_s,
+                )
+            )
+        a, b = managers
+        follower = asyncio.create_task(call_in.follow(a, database_url))
+        runner = asyncio.create_task(a.run(interval_s=30))  # A reports only when woken by a call-in
+        try:
+            await a.reserve("a1", tenant, Decimal(10), "monthly", Decimal("0.5"))
+            a.settle("a1", Decimal("0.1"))
+            await a.flush()
+            assert await held_by(pool, tenant, a.holder) == Decimal("0.9")
+            # The follower listens once a call-in reaches it: one for another scope first (A's
+            # slice of it, 1.0, goes back but for the 0.5 reserved).
+            probe = f"probe-{tenant}"
+            await a.reserve("p", probe, Decimal(10), "monthly", Decimal("0.5"))
+            await a.flush()
+            deadline = time.monotonic() + 10
+            while await held_by(pool, probe, a.holder) != Decimal("0.5"):
+                assert time.monotonic() < deadline, "the call-in follower never heard a NOTIFY"
+                await call_in.publisher(pool, "someone")(probe, period_start("monthly"))
+                await asyncio.sleep(0.05)  # poll interval
+            started = time.monotonic()
+            try:
+                await b.reserve("b1", tenant, Decimal(10), "monthly", Decimal("9.5"))
+                admitted = True
+            except BudgetExceeded:
+                admitted = False
+            took = time.monotonic() - started
+            return admitted, took, await held_by(pool, tenant, a.holder), b.called_in
+        finally:
+            follower.cancel()
+            runner.cancel()
+
+
+def test_a_refused_request_calls_idle_slices_in_and_is_admitted(database_url):
+    admitted, took, a_holds, calls = asyncio.run(call_in_scenario(database_url, wait_s=2.0))
+    print(f"admitted after a call-in in {took:.3f} s")
+    assert admitted and a_holds == 0 and calls == 1
+    assert took < 2.0
+
+
+def test_without_call_in_the_idle_slice_stays_in_the_way(database_url):
+    admitted, _, a_holds, calls = asyncio.run(call_in_scenario(database_url, wait_s=0))
+    assert not admitted and a_holds == Decimal("0.9") and calls == 0
+
+
+async def busy_holder_scenario(database_url: str) -> tuple[float, float, int]:
+    """A's slice is all reserved by a request in flight: a call-in frees nothing. B's refusal waits
+    out the call-in once; the next refusal within a second does not call in (nor wait) again."""
+    tenant = f"tn_busy_{uuid.uuid4().hex[:10]}"
+    async with AsyncConnectionPool(database_url, min_size=1, max_size=4, kwargs={"row_factory": dict_row}) as pool:
+        a = BudgetManager(PostgresBudgetStore(pool), f"a-{tenant}", idle_s=3600)
+        b = BudgetManager(
+            PostgresBudgetStore(pool), f"b-{tenant}", call_in=call_in.publisher(pool, f"b-{tenant}"), call_in_wait_s=0.3
+        )
+        follower = asyncio.create_task(call_in.follow(a, database_url))
+        try:
+            await a.reserve("a1", tenant, Decimal(10), "monthly", Decimal(9))  # in flight: nothing unreserved
+            took = []
+            for need in (Decimal("1.5"), Decimal("1.2")):  # the second is smaller: not the refusal memo's
+                started = time.monotonic()
+                try:
+                    await b.reserve(f"b-{need}", tenant, Decimal(10), "monthly", need)
+                except BudgetExceeded:
+                    took.append(time.monotonic() - started)
+            assert len(took) == 2, "both must be refused: A's slice is reserved"
+            return took[0], took[1], b.called_in
+        finally:
+            follower.cancel()
+
+
+def test_a_call_in_that_frees_nothing_is_not_repeated_at_once(database_url):
+    first, second, calls = asyncio.run(busy_holder_scenario(database_url))
+    print(f"refused after a fruitless call-in in {first:.3f} s, the next refusal in {second:.3f} s")
+    assert calls == 1
+    assert first >= 0.3 > second

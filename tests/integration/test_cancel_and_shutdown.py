@@ -150,7 +150,7 @@ def test_a_cancelled_stream_is_recorded_and_its_reservation_released_within_a_se
     print(f"{when}: {dict(row)}")
 
 
-def _sigterm_proxy(tmp_path, upstream, database_url, name: str) -> ProxyProcess:
+def _sigterm_proxy(tmp_path, upstream, database_url, name: str, env: dict[str, str] | None = None) -> ProxyProcess:
     config = test_config(upstream.base_url)
     # A provider slower than the test config's 5 s timeouts: only the shutdown grace cuts it.
     for entry in config["model_list"]:
@@ -158,7 +158,7 @@ def _sigterm_proxy(tmp_path, upstream, database_url, name: str) -> ProxyProcess:
             entry["litellm_params"].update(timeout=60, stream_timeout=60)
     config["router_settings"].update(timeout=60)
     config["litellm_settings"].update(request_timeout=60)
-    return ProxyProcess(tmp_path / name, config, {"BILLINGPROXY_DATABASE_URL": database_url}).start()
+    return ProxyProcess(tmp_path / name, config, {"BILLINGPROXY_DATABASE_URL": database_url, **(env or {})}).start()
 
 
 @pytest.mark.parametrize("first", [False, True], ids=["long_stream", "first_request"])
@@ -226,14 +226,15 @@ def _post(proxy: ProxyProcess, token: str, body: dict) -> int:
     return response.status_code
 
 
-@pytest.mark.parametrize("how", ["idle", "sigterm"])
+@pytest.mark.parametrize("how", ["call-in", "idle", "sigterm"])
 def test_a_holder_hands_its_slice_back_so_another_instance_can_use_the_whole_budget(
     tmp_path, upstream, database_url, how
 ):
     """Instance A serves a little and keeps a slice of the tenant's budget (10 %). A request on B
-    needing 95 % of the budget is refused while A holds it, and admitted once A hands it back:
-    after A is idle for 5 s (``idle``), or at once when A gets SIGTERM (``sigterm``), without
-    waiting for A's lease to expire."""
+    needing 95 % of the budget calls A's slice in and is admitted at once (``call-in``, the
+    default). With call-in off it is refused while A holds the slice, and admitted once A hands
+    it back: after A is idle for 5 s (``idle``), or at once when A gets SIGTERM (``sigterm``),
+    without waiting for A's lease to expire."""
     small = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 2}
     big = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "everything"}], "max_tokens": 10_000}
     need = pricing.max_cost(PRICES, big["model"], big, 4096)
@@ -241,29 +242,21 @@ def test_a_holder_hands_its_slice_back_so_another_instance_can_use_the_whole_bud
         store = TenantStore(conn)
         tenant = store.create_tenant(f"slices-{uuid.uuid4().hex[:8]}", budget_usd=budget_of(need / Decimal("0.95")))
         token = store.create_key(tenant.id)[1]
-    a = _sigterm_proxy(tmp_path, upstream, database_url, "a")
-    b = _sigterm_proxy(tmp_path, upstream, database_url, "b")
+    env = {} if how == "call-in" else {"BILLINGPROXY_BUDGET_CALL_IN_MS": "0"}
+    a = _sigterm_proxy(tmp_path, upstream, database_url, "a", env)
+    b = _sigterm_proxy(tmp_path, upstream, database_url, "b", env)
     try:
         for _ in range(3):
             assert _post(a, token, small) == 200  # A now holds a slice: 10 % of the budget
-        assert _post(b, token, big) == 429  # A's slice is in the way
-        started = time.monotonic()
-        if how == "sigterm":  # well before A's idle hand-back (5 s) and its lease's expiry (10 s)
-            assert a.process is not None
-            a.process.send_signal(signal.SIGTERM)
-        waited = None
-        while waited is None and time.monotonic() - started < 20:
-            attempt = time.monotonic()
-            if _post(b, token, big) == 200:
-                waited = attempt - started  # when the admitted request was sent, not answered
-            else:
-                time.sleep(0.1)  # a poll interval; the loop checks the budget again
-        print(f"{how}: the request needing 95 % of the budget was admitted on B {waited} s later")
-        assert waited is not None, "never admitted"
-        # idle: 5 s without a reservation, then the next flush (1 s); sigterm: the hand-back at once.
-        assert waited < (8 if how == "idle" else 2)
-        if how == "sigterm":
-            assert a.process.wait(15) == 0
+        if how == "call-in":
+            # A listens for call-ins from its first budgeted request on (B has none yet).
+            wait_until(lambda: _budget_listeners(database_url) == 1, timeout=10, what="A's call-in listener")
+            assert _post(b, token, small) == 200  # B warm (its own slice does not count against it)
+            started = time.monotonic()
+            assert _post(b, token, big) == 200
+            print(f"call-in: the request needing 95 % of the budget was admitted in {time.monotonic() - started:.3f} s")
+        else:
+            _a_hands_back_in_time(a, b, token, big, how)
     finally:
         a.stop()
         b.stop()
@@ -272,3 +265,33 @@ def test_a_holder_hands_its_slice_back_so_another_instance_can_use_the_whole_bud
             "SELECT coalesce(sum(cost_usd), 0) AS spent FROM litellm_usage WHERE tenant_id = %s", (tenant.id,)
         ).fetchone()["spent"]
     assert spent <= tenant.budget_usd
+
+
+def _budget_listeners(database_url: str) -> int:
+    with db.connect(database_url) as conn:
+        return conn.execute(
+            """SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database()
+               AND application_name = 'billingproxy-budget' AND query LIKE 'LISTEN%%'"""
+        ).fetchone()["n"]
+
+
+def _a_hands_back_in_time(a: ProxyProcess, b: ProxyProcess, token: str, big: dict, how: str) -> None:
+    """Call-in off: B is refused while A holds its slice, and admitted once A hands it back."""
+    assert _post(b, token, big) == 429  # A's slice is in the way
+    started = time.monotonic()
+    if how == "sigterm":  # well before A's idle hand-back (5 s) and its lease's expiry (10 s)
+        assert a.process is not None
+        a.process.send_signal(signal.SIGTERM)
+    waited = None
+    while waited is None and time.monotonic() - started < 20:
+        attempt = time.monotonic()
+        if _post(b, token, big) == 200:
+            waited = attempt - started  # when the admitted request was sent, not answered
+        else:
+            time.sleep(0.1)  # a poll interval; the loop checks the budget again
+    print(f"{how}: the request needing 95 % of the budget was admitted on B {waited} s later")
+    assert waited is not None, "never admitted"
+    # idle: 5 s without a reservation, then the next flush (1 s); sigterm: the hand-back at once.
+    assert waited < (8 if how == "idle" else 2)
+    if how == "sigterm":
+        assert a.process.wait(15) == 0

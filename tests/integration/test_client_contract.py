@@ -119,6 +119,23 @@ def test_anthropic_count_tokens_is_open_to_tenant_tokens_and_not_billed(proxy, c
     assert len(rows) == 1 and rows[0]["model"] == "claude-sonnet-4"
 
 
+def test_anthropic_count_tokens_checks_the_allow_list_and_the_key_rpm(proxy, store):
+    """LiteLLM runs no pre-call hook for count_tokens: our auth checks the model and the RPM."""
+    tenant = store.create_tenant(f"count-{uuid.uuid4().hex[:8]}", models="claude-sonnet-4")
+    token = store.create_key(tenant.id, rpm_limit=3)[1]
+    client = anthropic.Anthropic(base_url=proxy.url, api_key=token, max_retries=0)
+    words = [{"role": "user", "content": "count these"}]
+    with pytest.raises(anthropic.PermissionDeniedError, match="not allowed"):
+        client.messages.count_tokens(model="gpt-4o-mini", messages=words)
+    for _ in range(3):
+        assert client.messages.count_tokens(model="claude-sonnet-4", messages=words).input_tokens > 0
+    with pytest.raises(anthropic.RateLimitError) as refused:
+        client.messages.count_tokens(model="claude-sonnet-4", messages=words)
+    assert 1 <= int(refused.value.response.headers["retry-after"]) <= 61
+    # Counted apart from inference: the key's 3 requests a minute still serve a message.
+    client.messages.create(model="claude-sonnet-4", max_tokens=2, messages=[{"role": "user", "content": "hi"}])
+
+
 def test_a_json_body_without_content_type_is_handled_as_json(proxy, conn, store):
     """Never a 403 "model 'None' is not allowed" (the tenant has an allow-list): LiteLLM 1.106
     reads the body as JSON; a body it could not read gets our 400 naming Content-Type

@@ -439,3 +439,32 @@ def test_cookies_are_secure_behind_an_https_front_end(app_client):
         "/admin/tenants/alpha/portal-links", headers={**https, "Authorization": f"Bearer {MASTER}"}
     ).json()
     assert link["url"].startswith("https://testserver/portal/bpp_")
+
+
+def test_tenant_page_shows_key_and_end_user_budgets_with_this_periods_spend(operator, world):
+    """A key with its own budget, the tenant's default end-user budget and an override: each row
+    shows the budget, what the usage rows say was spent this period, and what is left."""
+    now = world["now"]
+    recent = max(now - timedelta(seconds=30), now.replace(hour=0, minute=0, second=0, microsecond=0))
+    with db.connect(world["url"]) as conn:
+        store = TenantStore(conn)
+        tenant = store.create_tenant(f"levels-{now.timestamp():.0f}")
+        key, _ = store.create_key(tenant.id, name="budgeted", budget_usd="2", budget_period="daily", rpm_limit=60)
+        store.create_key(tenant.id, name="plain")
+        store.update_tenant(tenant.id, end_user_budget_usd="1", end_user_budget_period="daily")
+        store.set_end_user_budget(tenant.id, "vip", budget_usd="5")
+    seed_usage(
+        world["url"],
+        [record(tenant.id, "0.25", recent - timedelta(microseconds=i), key=key.id, end_user="carol") for i in range(3)]
+        + [record(tenant.id, "0.5", recent - timedelta(microseconds=9), key=key.id, end_user="vip")],
+    )
+    page = operator.get(f"/console/tenants/{tenant.id}").text
+    row = re.search(rf'<tr data-key="{key.id}">.*?</tr>', page, re.S).group(0)
+    assert "$2.00 daily" in row and 'data-usd="1.25' in row and 'class="left" data-usd="0.75' in row
+    assert "60 / —" in row
+    assert "tenant's" in page  # the plain key has no budget of its own
+    carol = re.search(r'<tr data-end-user="carol">.*?</tr>', page, re.S).group(0)
+    assert "$1.00 daily" in carol and "default" in carol and 'data-usd="0.75' in carol
+    assert 'class="n left" data-usd="0.25' in carol
+    vip = re.search(r'<tr data-end-user="vip">.*?</tr>', page, re.S).group(0)
+    assert "$5.00 daily" in vip and "override" in vip and 'class="n left" data-usd="4.5' in vip

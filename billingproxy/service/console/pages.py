@@ -20,6 +20,7 @@ from psycopg import sql
 
 from billingproxy.billing import MICRO
 from billingproxy.budgets import period_status
+from billingproxy.budgets.scopes import end_user_scope, key_scope
 from billingproxy.prices import PriceStore, PriceVersion
 from billingproxy.tenants import TenantStore, period_start
 
@@ -240,6 +241,41 @@ def tenant_budget(conn: psycopg.Connection, tenant, now: datetime) -> dict:
     status["budget_usd"] = budget
     status["budget_period"] = tenant.budget_period
     return status
+
+
+def key_budgets(conn: psycopg.Connection, tenant_id: str, keys: list, now: datetime) -> dict[str, dict]:
+    """Per key with a budget of its own: this period's spend, reservations and what is left."""
+    found = {}
+    for key in keys:
+        if key.budget_usd is None:
+            continue
+        start = period_start(key.budget_period, now)
+        status = period_status(conn, key_scope(tenant_id, key.id), start, key.budget_usd)
+        found[key.id] = {**status, "budget_usd": key.budget_usd, "budget_period": key.budget_period}
+    return found
+
+
+def end_user_budgets(
+    conn: psycopg.Connection, tenant, overrides: list, spenders: list[str], now: datetime, limit: int = 50
+) -> list[dict]:
+    """The end users a budget applies to, each with this period's spend and what is left: every
+    override first, then the end users with spend this month under the tenant's default."""
+    own = {o.end_user: o for o in overrides}
+    rows = []
+    for end_user in [*own, *(name for name in spenders if name not in own)][:limit]:
+        override = own.get(end_user)
+        if override is not None:
+            budget, period = override.budget_usd, override.budget_period or tenant.end_user_budget_period
+        else:
+            budget, period = tenant.end_user_budget_usd, tenant.end_user_budget_period
+        status = {"spent_usd": None, "reserved_usd": None, "remaining_usd": None}
+        if budget is not None:
+            status = period_status(conn, end_user_scope(tenant.id, end_user), period_start(period, now), budget)
+        rows.append(
+            {"end_user": end_user, "source": "override" if override else "default", "budget_usd": budget}
+            | {"budget_period": period, **status}
+        )
+    return [r for r in rows if r["budget_usd"] is not None or r["source"] == "override"]
 
 
 # ---- billing -----------------------------------------------------------------------------

@@ -203,7 +203,11 @@ def console_router(
         dims = pages.attribution(conn, tenant.id, month.date())
         keys = store.list_keys(tenant.id)
         links = PortalLinks(conn).list(tenant.id)
+        spenders = [r["value"] for r in dims.get("end_user", []) if r["value"]]  # this month's, by cost
+        overrides = store.list_end_user_budgets(tenant.id)
         context = {
+            "key_budgets": pages.key_budgets(conn, tenant.id, keys, at),
+            "end_user_budgets": pages.end_user_budgets(conn, tenant, overrides, spenders, at),
             "tenant": tenant,
             "budget": pages.tenant_budget(conn, tenant, at),
             "days": days,
