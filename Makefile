@@ -79,7 +79,7 @@ test: lint
 
 # Stock proxy vs ours, same run, alternating; prints the table and writes JSON + PNG (< 10 min).
 bench: $(STAMP)
-	$(PY) -m bench.compare --requests 1500 --concurrency 8 64 --rounds 3 --ready-starts 1 \
+	$(PY) -m bench.compare --requests 400 --warmup 50 --concurrency 8 64 --rounds 8 --ready-starts 1 \
 		--variants stock ours ours-budget ours-levels --json bench/results/compare.json
 	$(PY) -m bench.chart bench/results/compare.json bench/results/compare.png
 

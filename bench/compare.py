@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -52,6 +53,8 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "ours-levels": ("all", {}),
     "ours-no-writer": ("all", {"BILLINGPROXY_WRITE_USAGE": "0"}),
     "ours-no-log": ("all", {"BILLINGPROXY_REQUEST_LOG": "0"}),
+    # Our plugins without the start-up heap freeze (billingproxy.proxy.heap): their own cost alone.
+    "ours-no-freeze": ("all", {"BILLINGPROXY_GC_FREEZE": "0"}),
     # Tuning: worker processes per instance (LiteLLM's NUM_WORKERS; uvicorn, uvloop), and the
     # per-request uvicorn access line that LITELLM_LOG=WARNING (our default) turns off.
     "stock-2w": ("none", {"NUM_WORKERS": "2"}),
@@ -78,6 +81,11 @@ class Result:
     peak_rss_mb: float
     cpu_ms_per_request: float = 0.0  # proxy CPU time per request: far less noisy than wall-clock rates
     latencies_ms: list[float] = field(default_factory=list, repr=False)
+    round_no: int = 0
+    # Summaries only: against stock, each the median of the per-round ratios (a round runs every
+    # variant back to back, so a slow minute of the machine hits both sides of a ratio).
+    rps_ratio: float | None = None
+    cpu_ratio: float | None = None
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -103,17 +111,21 @@ def rss_mb(pid: int) -> float:
         return 0.0
 
 
-async def drive(url: str, token: str, requests: int, concurrency: int, pid: int, body: dict = BODY) -> Result:
+async def drive(
+    url: str, token: str, requests: int, concurrency: int, pid: int, body: dict = BODY, warmup: int = 0
+) -> Result:
+    """``requests`` requests from ``concurrency`` workers, measured after ``warmup`` unmeasured ones
+    on the same connections (opening 64 connections at once is a transient of the load generator:
+    a few of them are served seconds late, by stock and ours alike, and would decide the p99)."""
     latencies: list[float] = []
     overheads: list[float] = []
     errors = 0
     peak = rss_mb(pid)
-    remaining = iter(range(requests))
     headers = {"Authorization": f"Bearer {token}"}
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
 
-        async def worker() -> None:
+        async def worker(remaining) -> None:
             nonlocal errors
             for _ in remaining:
                 started = time.perf_counter()
@@ -136,10 +148,17 @@ async def drive(url: str, token: str, requests: int, concurrency: int, pid: int,
                 peak = max(peak, rss_mb(pid))
                 await asyncio.sleep(0.25)
 
+        if warmup:
+            warm = iter(range(warmup))
+            await asyncio.gather(*(worker(warm) for _ in range(concurrency)))
+            latencies.clear()
+            overheads.clear()
+            errors = 0
+        remaining = iter(range(requests))
         sampler = asyncio.create_task(sample_rss())
         cpu_before = cpu_seconds(pid)
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(remaining) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
         cpu_used = cpu_seconds(pid) - cpu_before
         sampler.cancel()
@@ -203,20 +222,44 @@ def tenant_token(url: str, budget_usd: str | None = None, levels: bool = False) 
         return store.create_key(tenant.id, budget_usd="1000000")[1]
 
 
+# --pin: the proxy under test gets a core of its own (like Cloud Run's --cpu 1) and the load
+# generator and the fake upstream the other, so neither steals the other's CPU mid-round; with both
+# sharing two cores, per-round ratios on this machine ranged 0.80-1.19 for the same code.
+PROXY_CPUS: set[int] | None = None
+
+
+@contextlib.contextmanager
+def _cpus(cpus: set[int] | None):
+    """Processes started inside inherit these CPUs (the calling thread's affinity)."""
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def start_proxy(variant: str, workdir: Path, upstream_url: str, db_url: str, extra_env: dict[str, str]) -> ProxyProcess:
-    plugins, variant_env = VARIANTS[variant]
-    config = test_config(upstream_url, plugins=plugins != "none")
-    if plugins == "auth":
-        config["litellm_settings"].pop("callbacks", None)
-    env = {"BILLINGPROXY_DATABASE_URL": db_url, **variant_env, **extra_env}
-    return ProxyProcess(workdir, config, env).start(timeout=180)
+    with _cpus(PROXY_CPUS):  # the proxy (and what it starts) runs on these CPUs
+        plugins, variant_env = VARIANTS[variant]
+        config = test_config(upstream_url, plugins=plugins != "none")
+        if plugins == "auth":
+            config["litellm_settings"].pop("callbacks", None)
+        env = {"BILLINGPROXY_DATABASE_URL": db_url, **variant_env, **extra_env}
+        return ProxyProcess(workdir, config, env).start(timeout=180)
 
 
 def summarise(results: list[Result]) -> dict[tuple[str, int], Result]:
-    """Median of each metric over rounds, per (variant, concurrency)."""
+    """Per (variant, concurrency): medians over rounds of the rates, percentiles over every
+    round's samples pooled (a p99 of a few hundred samples is a handful of requests), and the
+    ratios to stock as medians of the per-round ratios."""
     grouped: dict[tuple[str, int], list[Result]] = {}
     for result in results:
         grouped.setdefault((result.variant, result.concurrency), []).append(result)
+    by_round = {(r.variant, r.concurrency, r.round_no): r for r in results}
     summary = {}
     for key, runs in grouped.items():
 
@@ -224,21 +267,32 @@ def summarise(results: list[Result]) -> dict[tuple[str, int], Result]:
             values = [getattr(r, attr) for r in runs if getattr(r, attr) is not None]
             return statistics.median(values) if values else None
 
+        def ratio(attr: str, runs: list[Result] = runs, key: tuple[str, int] = key) -> float | None:
+            pairs = [(r, by_round.get(("stock", key[1], r.round_no))) for r in runs]
+            values = [getattr(r, attr) / getattr(s, attr) for r, s in pairs if s is not None and getattr(s, attr)]
+            return statistics.median(values) if values else None
+
+        latencies = [x for r in runs for x in r.latencies_ms]
         summary[key] = Result(
             variant=key[0],
             concurrency=key[1],
             requests=sum(r.requests for r in runs),
             errors=sum(r.errors for r in runs),
             rps=med("rps"),
-            p50_ms=med("p50_ms"),
-            p99_ms=med("p99_ms"),
+            p50_ms=percentile(latencies, 50),
+            p99_ms=percentile(latencies, 99),
             overhead_p50_ms=med("overhead_p50_ms"),
             overhead_p99_ms=med("overhead_p99_ms"),
             peak_rss_mb=max(r.peak_rss_mb for r in runs),
             cpu_ms_per_request=med("cpu_ms_per_request"),
-            latencies_ms=[x for r in runs for x in r.latencies_ms],
+            latencies_ms=latencies,
+            rps_ratio=ratio("rps"),
+            cpu_ratio=ratio("cpu_ms_per_request"),
         )
     return summary
+
+
+_NOT_IN_ROWS = ("latencies_ms", "rps_ratio", "cpu_ratio", "round_no")  # rows carry the ratios by their own names
 
 
 def print_table(summary: dict[tuple[str, int], Result], ready: dict[str, list[float]]) -> list[dict]:
@@ -251,9 +305,8 @@ def print_table(summary: dict[tuple[str, int], Result], ready: dict[str, list[fl
     print("-" * len(header))
     for (variant, concurrency), result in sorted(summary.items(), key=lambda kv: (kv[0][1], kv[0][0] != "stock")):
         stock = summary.get(("stock", concurrency))
-        rps_ratio = result.rps / stock.rps if stock else None
+        rps_ratio, cpu_ratio = result.rps_ratio, result.cpu_ratio
         p99_ratio = result.p99_ms / stock.p99_ms if stock else None
-        cpu_ratio = result.cpu_ms_per_request / stock.cpu_ms_per_request if stock else None
 
         def fmt(value: float | None, spec: str = ".1f") -> str:
             return "-" if value is None else format(value, spec)
@@ -264,7 +317,9 @@ def print_table(summary: dict[tuple[str, int], Result], ready: dict[str, list[fl
             f"{result.errors:>6} {result.cpu_ms_per_request:>6.2f} {fmt(rps_ratio, '.3f'):>9} "
             f"{fmt(p99_ratio, '.3f'):>9} {fmt(cpu_ratio, '.3f'):>9}"
         )
-        row = {k: v for k, v in asdict(result).items() if k != "latencies_ms"}
+        row = {
+            k: v for k, v in asdict(result).items() if k not in ("latencies_ms", "rps_ratio", "cpu_ratio", "round_no")
+        }
         rows.append(
             {**row, "rps_ratio_vs_stock": rps_ratio, "p99_ratio_vs_stock": p99_ratio, "cpu_ratio_vs_stock": cpu_ratio}
         )
@@ -286,16 +341,20 @@ async def run_rounds(args, proxies: dict[str, ProxyProcess], tokens: dict[str, s
             body = BODIES.get(variant, BODY)
             await drive(proxy.url, tokens[variant], min(200, args.requests), concurrency, proxy.process.pid, body)
         for round_no in range(args.rounds):
-            order = list(proxies) if round_no % 2 == 0 else list(reversed(proxies))  # alternate the order
+            # Rotate the order (ABCD, BCDA, …): no variant runs twice in a row, so a slow spell of the
+            # machine does not land on one variant's two blocks at a turn of the order.
+            names = list(proxies)
+            order = names[round_no % len(names) :] + names[: round_no % len(names)]
             for variant in order:
                 proxy = proxies[variant]
                 body = BODIES.get(variant, BODY)
                 # Each variant sat idle while the others ran: a short warm-up first, so a round measures
                 # the steady state (an idle budgeted instance has handed its slice back and refills it
                 # on the first request; that transient is not the plugins' per-request cost).
-                await drive(proxy.url, tokens[variant], min(100, args.requests), concurrency, proxy.process.pid, body)
-                result = await drive(proxy.url, tokens[variant], args.requests, concurrency, proxy.process.pid, body)
-                result.variant = variant
+                result = await drive(
+                    proxy.url, tokens[variant], args.requests, concurrency, proxy.process.pid, body, warmup=args.warmup
+                )
+                result.variant, result.round_no = variant, round_no
                 results.append(result)
                 print(f"  round {round_no + 1} c={concurrency} {variant:16} {result.rps:8.1f} req/s", flush=True)
     return results
@@ -312,14 +371,23 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 64])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=100, help="unmeasured requests before each measured block")
     parser.add_argument("--ready-starts", type=int, default=2, help="extra starts per variant to time readiness")
     parser.add_argument("--variants", nargs="+", default=["stock", "ours"], choices=sorted(VARIANTS))
     parser.add_argument("--upstream-latency-ms", type=float, default=0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--pin", action=argparse.BooleanOptionalAction, default=True, help="proxy on core 1, load generator on core 0"
+    )
     args = parser.parse_args()
 
+    global PROXY_CPUS
+    db_url, embedded = database()  # PostgreSQL stays on every core
+    if args.pin and len(os.sched_getaffinity(0)) >= 2:
+        cores = sorted(os.sched_getaffinity(0))
+        PROXY_CPUS = {cores[1]}
+        os.sched_setaffinity(0, {cores[0]})  # this process, and the fake upstream it starts
     upstream, upstream_url = start_upstream(args.upstream_latency_ms)
-    db_url, embedded = database()
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     proxies: dict[str, ProxyProcess] = {}
     ready: dict[str, list[float]] = {v: [] for v in args.variants}
