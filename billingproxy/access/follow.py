@@ -32,16 +32,12 @@ async def follow(authenticator: Authenticator, url: str, check_s: float = 15.0) 
     def tenant(note: psycopg.Notify) -> None:
         authenticator.invalidate(note.payload or None)
 
-    async def probe(conn: psycopg.AsyncConnection) -> None:
-        await conn.execute("SELECT 1")
-
     await follow_channel(
         url,
         CHANNEL,
         application_name="billingproxy-auth",
         on_connect=everything,
         on_notify=tenant,
-        after_wait=probe,
         wait_s=check_s,
         retry_s=1.0,
         log=log,

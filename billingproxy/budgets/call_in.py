@@ -43,9 +43,6 @@ def publisher(pool: AsyncConnectionPool, holder: str) -> Callable[[str, datetime
 async def follow(manager: BudgetManager, url: str, check_s: float = 15.0) -> None:
     """Run forever: hand our slice over on every call-in from another holder."""
 
-    async def nothing(conn: psycopg.AsyncConnection) -> None:
-        return None
-
     def called_in(note: psycopg.Notify) -> None:
         try:
             message = json.loads(note.payload)
@@ -53,16 +50,12 @@ async def follow(manager: BudgetManager, url: str, check_s: float = 15.0) -> Non
         except (ValueError, KeyError, TypeError):
             log.warning("malformed budget call-in ignored")
 
-    async def probe(conn: psycopg.AsyncConnection) -> None:
-        await conn.execute("SELECT 1")
-
     await follow_channel(
         url,
         CHANNEL,
         application_name="billingproxy-budget",
-        on_connect=nothing,
+        on_connect=None,  # nothing cached: a call-in missed while down costs only time
         on_notify=called_in,
-        after_wait=probe,
         wait_s=check_s,
         retry_s=1.0,
         log=log,

@@ -1,4 +1,4 @@
-"""A LISTEN connection that stays up: the price book and the auth cache each follow a channel.
+"""A LISTEN connection that stays up: the price book, the auth cache and budget call-ins each follow a channel.
 
 After LISTEN the follower's ``on_connect`` re-reads what it caches (a notification sent while
 nobody listened is lost); then it waits for notifications, each handed to ``on_notify`` (which
@@ -16,9 +16,14 @@ from collections.abc import Awaitable, Callable
 
 import psycopg
 
-__all__ = ["follow_channel"]
+__all__ = ["follow_channel", "probe"]
 
 Connection = psycopg.AsyncConnection
+
+
+async def probe(conn: Connection) -> None:
+    """The default ``after_wait``: a silently dead connection fails here instead of hearing nothing."""
+    await conn.execute("SELECT 1")
 
 
 async def follow_channel(
@@ -26,9 +31,9 @@ async def follow_channel(
     channel: str,
     *,
     application_name: str,
-    on_connect: Callable[[Connection], Awaitable[None]],
+    on_connect: Callable[[Connection], Awaitable[None]] | None,
     on_notify: Callable[[psycopg.Notify], None] | None,
-    after_wait: Callable[[Connection], Awaitable[None]],
+    after_wait: Callable[[Connection], Awaitable[None]] = probe,
     wait_s: float,
     stop_after: int | None = None,
     retry_s: float,
@@ -43,7 +48,8 @@ async def follow_channel(
                 url, autocommit=True, connect_timeout=5, application_name=application_name
             ) as conn:
                 await conn.execute(f"LISTEN {channel}")
-                await on_connect(conn)  # after LISTEN: no change can fall between the two
+                if on_connect is not None:
+                    await on_connect(conn)  # after LISTEN: no change can fall between the two
                 while True:
                     async for note in conn.notifies(timeout=wait_s, stop_after=stop_after):
                         if on_notify is not None:
