@@ -1,5 +1,6 @@
 """The budget manager hands slices back to the real PostgreSQL store: an idle holder at its next
-flush, every holder at SIGTERM (``hand_back``), keeping only what requests in flight reserved."""
+flush, every holder at SIGTERM (``hand_back``), keeping only what requests in flight reserved;
+and when another holder's refused request calls them in (real NOTIFY; PostgreSQL and Redis stores)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,17 @@ import time
 import uuid
 from decimal import Decimal
 
+import pytest
+import redis
+import redis.asyncio as aioredis
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from billingproxy.budgets import BudgetExceeded, BudgetManager, PostgresBudgetStore, call_in
+from billingproxy.budgets.redis_store import RedisBudgetStore
+from billingproxy.metering import COST_QUANTUM
 from billingproxy.tenants import period_start
+from tests.integration.test_budgets import redis_available
 
 
 async def held_by(pool: AsyncConnectionPool, tenant: str, holder: str) -> Decimal:
@@ -60,7 +67,26 @@ def test_hand_back_keeps_only_what_requests_in_flight_reserved(database_url):
     assert busy == Decimal("0.9") and kept == Decimal("0.5") and after == 0
 
 
-async def call_in_scenario(database_url: str, wait_s: float) -> tuple[bool, float, Decimal, int]:
+async def held(kind: str, pool: AsyncConnectionPool, scope: str, holder: str) -> Decimal:
+    """What the store records ``holder`` as holding of ``scope`` this month."""
+    if kind == "postgres":
+        return await held_by(pool, scope, holder)
+    key = f"billingproxy:budget:{scope}:{int(period_start('monthly').timestamp())}:leases"
+    units = redis.Redis(host="127.0.0.1", port=6379).hget(key, holder)
+    return Decimal(int(units or 0)) * COST_QUANTUM
+
+
+def budget_store(kind: str, pool: AsyncConnectionPool):
+    if kind == "postgres":
+        return PostgresBudgetStore(pool)
+    if not redis_available():
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    return RedisBudgetStore(aioredis.from_url("redis://127.0.0.1:6379/0"), pool)
+
+
+async def call_in_scenario(
+    database_url: str, wait_s: float, kind: str = "postgres"
+) -> tuple[bool, float, Decimal, int]:
     """Holder A keeps an idle slice (idle_s far away); B asks for 95 % of the budget. With call-in
     (real NOTIFY, A's real follower) A hands its slice over and B is admitted within the wait."""
     tenant = f"tn_callin_{uuid.uuid4().hex[:10]}"
@@ -70,7 +96,7 @@ async def call_in_scenario(database_url: str, wait_s: float) -> tuple[bool, floa
             holder = f"{name}-{tenant}"
             managers.append(
                 BudgetManager(
-                    PostgresBudgetStore(pool),
+                    budget_store(kind, pool),
                     holder,
                     idle_s=3600,
                     call_in=call_in.publisher(pool, holder),
@@ -84,14 +110,14 @@ async def call_in_scenario(database_url: str, wait_s: float) -> tuple[bool, floa
             await a.reserve("a1", tenant, Decimal(10), "monthly", Decimal("0.5"))
             a.settle("a1", Decimal("0.1"))
             await a.flush()
-            assert await held_by(pool, tenant, a.holder) == Decimal("0.9")
+            assert await held(kind, pool, tenant, a.holder) == Decimal("0.9")
             # The follower listens once a call-in reaches it: one for another scope first (A's
             # slice of it, 1.0, goes back but for the 0.5 reserved).
             probe = f"probe-{tenant}"
             await a.reserve("p", probe, Decimal(10), "monthly", Decimal("0.5"))
             await a.flush()
             deadline = time.monotonic() + 10
-            while await held_by(pool, probe, a.holder) != Decimal("0.5"):
+            while await held(kind, pool, probe, a.holder) != Decimal("0.5"):
                 assert time.monotonic() < deadline, "the call-in follower never heard a NOTIFY"
                 await call_in.publisher(pool, "someone")(probe, period_start("monthly"))
                 await asyncio.sleep(0.05)  # poll interval
@@ -102,14 +128,15 @@ async def call_in_scenario(database_url: str, wait_s: float) -> tuple[bool, floa
             except BudgetExceeded:
                 admitted = False
             took = time.monotonic() - started
-            return admitted, took, await held_by(pool, tenant, a.holder), b.called_in
+            return admitted, took, await held(kind, pool, tenant, a.holder), b.called_in
         finally:
             follower.cancel()
             runner.cancel()
 
 
-def test_a_refused_request_calls_idle_slices_in_and_is_admitted(database_url):
-    admitted, took, a_holds, calls = asyncio.run(call_in_scenario(database_url, wait_s=2.0))
+@pytest.mark.parametrize("kind", ["postgres", "redis"])
+def test_a_refused_request_calls_idle_slices_in_and_is_admitted(database_url, kind):
+    admitted, took, a_holds, calls = asyncio.run(call_in_scenario(database_url, 2.0, kind))
     print(f"admitted after a call-in in {took:.3f} s")
     assert admitted and a_holds == 0 and calls == 1
     assert took < 2.0
