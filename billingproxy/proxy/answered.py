@@ -144,8 +144,10 @@ def payload_of_response(
     hidden: Mapping[str, Any] | None,
     stream: bool,
     end_time: float,
+    start_time: float | None = None,
 ) -> dict[str, Any]:
-    """A standard-logging-payload-shaped dict for one answered request (no prompt or answer text)."""
+    """A standard-logging-payload-shaped dict for one answered request (no prompt or answer text).
+    ``start_time``: when LiteLLM's logging object has none yet (a request cut before the call)."""
     logging_obj = data.get("litellm_logging_obj")
     details = _get(logging_obj, "model_call_details") or {}
     metadata = data.get("metadata") or {}
@@ -163,7 +165,7 @@ def payload_of_response(
         "call_type": _get(logging_obj, "call_type"),
         "cache_hit": bool(hidden.get("cache_hit") or details.get("cache_hit")),
         "stream": stream,
-        "startTime": _epoch(_get(logging_obj, "start_time")),
+        "startTime": _epoch(_get(logging_obj, "start_time")) or start_time,
         "endTime": end_time,
         "metadata": {
             PAYLOAD_AUTH_METADATA: dict(auth_meta or {}),

@@ -18,7 +18,7 @@ from typing import Any
 from billingproxy import shutdown
 from billingproxy.metering import output_choices, output_token_limit
 from billingproxy.metering.tokenizer import count_prompt, count_text
-from billingproxy.proxy import answered
+from billingproxy.proxy import answered, inflight
 
 __all__ = ["metered_stream", "record_cut", "record_disconnected"]
 
@@ -129,7 +129,13 @@ def record_cut(
         else:
             usage = answered.usage_dict(state.usage)
         payload = answered.payload_of_response(
-            data, auth_meta, usage=usage, hidden=state.hidden, stream=bool(data.get("stream")), end_time=time.time()
+            data,
+            auth_meta,
+            usage=usage,
+            hidden=state.hidden,
+            stream=bool(data.get("stream")),
+            end_time=time.time(),
+            start_time=inflight.admitted_at(str(data.get("litellm_call_id"))),
         )
         answered.record_answered(
             payload, status=status, http_status=http_status, error_type=error_type, usage_estimated=estimated

@@ -49,7 +49,7 @@ def rows(database_url: str, tenant_id: str) -> list[dict]:
     with db.connect(database_url) as conn:
         return conn.execute(
             "SELECT request_id, status, error_type, http_status, usage_estimated, prompt_tokens,"
-            " completion_tokens, cost_usd"
+            " completion_tokens, cost_usd, latency_ms, start_time, end_time"
             " FROM litellm_usage WHERE tenant_id = %s ORDER BY start_time",
             (tenant_id,),
         ).fetchall()
@@ -147,6 +147,11 @@ def test_a_cancelled_stream_is_recorded_and_its_reservation_released_within_a_se
     else:
         assert 5 <= row["completion_tokens"] < MAX_TOKENS
     assert row["cost_usd"] > 0
+    # The row starts when the request was admitted, not when it was recorded: the client waited
+    # 1 s before it gave up (before_headers: LiteLLM's logging object had no start time yet).
+    assert row["start_time"] <= row["end_time"]
+    if when != "mid_stream":
+        assert row["latency_ms"] >= 900, row
     print(f"{when}: {dict(row)}")
 
 

@@ -3,6 +3,7 @@ post-call hook: the record made from it must equal the one LiteLLM's logging wou
 
 from __future__ import annotations
 
+from billingproxy.proxy import answered, inflight
 from billingproxy.proxy.answered import usage_dict
 
 
@@ -39,3 +40,18 @@ def test_an_input_output_shape_of_another_call_type_is_left_to_the_logging_callb
     assert usage_dict({"input_tokens": 1, "output_tokens": 1}, "acompletion") == {}
     assert usage_dict({"input_tokens": 1, "output_tokens": 1}, None) == {}
     assert usage_dict(None, "anthropic_messages") == {}
+
+
+def test_a_request_cut_before_the_call_starts_when_it_was_admitted():
+    """LiteLLM's logging object has no start time before the provider call: the admission time stands in."""
+    data = {"litellm_call_id": "cut-early", "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    inflight.begin("cut-early", data, {"tenant_id": "tn_cut"})
+    admitted = inflight.admitted_at("cut-early")
+    assert admitted is not None
+    usage = {"prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1}
+    payload = answered.payload_of_response(
+        data, None, usage=usage, hidden=None, stream=False, end_time=admitted + 1.5, start_time=admitted
+    )
+    assert payload["startTime"] == admitted and payload["endTime"] - payload["startTime"] == 1.5
+    inflight.end("cut-early")
+    assert inflight.admitted_at("cut-early") is None
