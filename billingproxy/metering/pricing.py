@@ -137,13 +137,52 @@ _IMAGE_PART_TYPES = frozenset({"image_url", "image", "input_image"})
 MAX_CHOICES = 128  # OpenAI's own limit on `n`; a larger value is reserved (and refused) at 128
 
 
-def prompt_token_bound(body: dict[str, Any]) -> int:
+# A request that references a file or audio by id or URL (its bytes are not in the body, and a
+# PDF can run to hundreds of pages) is bounded only by the model's context window; when config.yaml
+# declares none, by the largest window any provider offers (Gemini 1.5 Pro: 2,097,152 tokens).
+UNKNOWN_CONTEXT_WINDOW = 2_097_152
+
+
+def prompt_token_bound(body: dict[str, Any], context_window: int | None = None) -> int:
     """An upper bound on prompt tokens without a tokenizer: every BPE token covers ≥ 1 byte,
     so the UTF-8 size of the prompt-bearing fields (JSON syntax included) bounds the text; each
-    image part adds ``IMAGE_TOKEN_BOUND`` (a referenced image's tokens are not in the body)."""
+    image part adds ``IMAGE_TOKEN_BOUND`` (a referenced image's tokens are not in the body); a
+    referenced file or audio makes it the context window. The context window caps every bound
+    (a provider bills no more prompt than the model accepts)."""
     relevant = {key: body[key] for key in _TEXT_FIELDS if key in body}
+    if _references_media(relevant):
+        return context_window or UNKNOWN_CONTEXT_WINDOW
     text_bound = len(json.dumps(relevant, ensure_ascii=False, default=str).encode()) + 8
-    return text_bound + IMAGE_TOKEN_BOUND * _image_parts(relevant)
+    bound = text_bound + IMAGE_TOKEN_BOUND * _image_parts(relevant)
+    return bound if context_window is None else min(bound, context_window)
+
+
+# Inline payloads of file and document parts (OpenAI's file_data, the Responses API's file_data,
+# Anthropic's base64 / text sources): their size is in the body. Anything else is a reference.
+_INLINE_KEYS = frozenset({"file_data", "data"})
+_INLINE_SOURCES = frozenset({"base64", "text", "content"})
+
+
+def _references_media(value: Any) -> bool:
+    """A file, document or audio part whose content the body does not carry (a file id, a URL)."""
+    if isinstance(value, list):
+        return any(_references_media(item) for item in value)
+    if not isinstance(value, dict):
+        return False
+    kind = value.get("type")
+    if kind == "audio_url":
+        return True
+    if kind in _FILE_PARTS and not _inline(value):
+        return True
+    return any(_references_media(item) for item in value.values() if isinstance(item, dict | list))
+
+
+def _inline(part: dict[str, Any]) -> bool:
+    inner = part.get(part["type"]) if isinstance(part.get(part["type"]), dict) else part
+    if any(inner.get(key) for key in _INLINE_KEYS):
+        return True
+    source = inner.get("source")
+    return isinstance(source, dict) and source.get("type") in _INLINE_SOURCES
 
 
 def _image_parts(value: Any) -> int:
@@ -199,7 +238,11 @@ _READ_CALL_TYPES = frozenset({"acompletion", "atext_completion", "aresponses", "
 
 
 def request_dimensions(
-    body: dict[str, Any], call_type: str | None = None, *, injects_cache_control: bool = False
+    body: dict[str, Any],
+    call_type: str | None = None,
+    *,
+    injects_cache_control: bool = False,
+    context_window: int | None = None,
 ) -> RequestDimensions:
     """What the body allows. Cache writes are opt-in per breakpoint: Anthropic (and Bedrock through
     LiteLLM) write a cache only at a ``cache_control`` marker (``cachePoint`` in Bedrock's own
@@ -221,7 +264,7 @@ def request_dimensions(
         input_audio=found.audio or found.file,
         input_image=found.image or found.file,
         output_audio=audio_out,
-        prompt_bound=prompt_token_bound(body),
+        prompt_bound=prompt_token_bound(body, context_window),
     )
 
 

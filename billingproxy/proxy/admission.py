@@ -172,7 +172,8 @@ async def admit(
     if filled:
         body[limit_field] = settings.default_max_tokens
     injects = catalog.injects_cache_control(model) if catalog is not None else True
-    dimensions = request_dimensions(body, call_type, injects_cache_control=injects)
+    window = catalog.context_window(model) if catalog is not None else None
+    dimensions = request_dimensions(body, call_type, injects_cache_control=injects, context_window=window)
     amount = max_cost(prices, model, body, settings.default_max_tokens, dimensions)
     # Near the end of a budget, a limit we filled in shrinks to what is left (down to
     # MIN_FILLED_MAX_TOKENS) rather than refusing a cheap question for a 4,096-token reservation;

@@ -27,6 +27,7 @@ class ModelEntry:
     provider_model: str
     variables: tuple[str, ...]  # every os.environ/NAME its litellm_params refer to
     injects_cache_control: bool = False  # LiteLLM adds cache_control markers (cache writes possible)
+    max_input_tokens: int | None = None  # model_info.max_input_tokens: the context window
 
     @property
     def missing(self) -> tuple[str, ...]:
@@ -38,6 +39,14 @@ class ModelCatalog:
         self.entries = entries
         self.names = frozenset(entry.name for entry in entries)
         self.injecting = frozenset(entry.name for entry in entries if entry.injects_cache_control)
+        # The widest context window of a model's deployments (the bound must hold for any of them);
+        # a model with a deployment that declares none has no known window.
+        self.windows: dict[str, int | None] = {}
+        for entry in entries:
+            known = self.windows.get(entry.name, 0)
+            self.windows[entry.name] = (
+                None if known is None or entry.max_input_tokens is None else max(known, entry.max_input_tokens)
+            )
         # A model name can have several deployments: it is usable if any of them is configured.
         self.unconfigured = {
             entry.name: entry.missing
@@ -59,6 +68,10 @@ class ModelCatalog:
         an unknown model: assume so (the reservation stays an upper bound)."""
         return model not in self.names or model in self.injecting
 
+    def context_window(self, model: str) -> int | None:
+        """The most prompt tokens a request to ``model`` can carry, if config.yaml declares it."""
+        return self.windows.get(model)
+
     def knows(self, model: str) -> bool:
         return model in self.names
 
@@ -75,4 +88,7 @@ def _entry(item: dict[str, Any]) -> ModelEntry:
         sorted({value[len(_ENV_PREFIX) :] for value in params.values() if str(value).startswith(_ENV_PREFIX)})
     )
     injects = bool(params.get("cache_control_injection_points"))
-    return ModelEntry(str(item["model_name"]), str(params.get("model", "")), variables, injects)
+    window = (item.get("model_info") or {}).get("max_input_tokens")
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+        raise ConfigError(f"model {item['model_name']!r}: model_info.max_input_tokens must be a positive integer")
+    return ModelEntry(str(item["model_name"]), str(params.get("model", "")), variables, injects, window)

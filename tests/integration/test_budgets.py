@@ -111,6 +111,30 @@ def test_one_request_cannot_spend_more_than_the_budget(proxy, store, conn, extra
     assert cost <= tenant.budget_usd, (cost, tenant.budget_usd)
 
 
+def test_a_file_referenced_by_id_reserves_the_models_context_window(proxy, store):
+    """Its pages are not in the body, so its bytes bound nothing: the reservation is gpt-4o-mini's
+    context window (config.yaml's max_input_tokens, 128,000 prompt tokens: 0.0192 USD). A budget of
+    0.01 USD answers ordinary questions and refuses the file; 0.05 USD admits it."""
+    file_part = {"type": "file", "file": {"file_id": "file-abc123"}}
+    with_file = {
+        "model": "gpt-4o-mini",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "summarise this"}, file_part]}],
+    }
+    question = {**with_file, "messages": [{"role": "user", "content": "an ordinary question"}]}
+    statuses = {}
+    for budget_usd in ("0.01", "0.05"):
+        tenant = store.create_tenant(f"file-{uuid.uuid4().hex[:8]}", budget_usd=budget_usd)
+        headers = {"Authorization": f"Bearer {store.create_key(tenant.id)[1]}"}
+        for name, body in (("question", question), ("file", with_file)):
+            response = httpx.post(proxy.url + "/v1/chat/completions", json=body, headers=headers, timeout=60)
+            statuses[(budget_usd, name)] = response.status_code
+            if response.status_code == 429:
+                assert response.json()["error"]["code"] == "budget_exceeded"
+    expected = {("0.01", "question"): 200, ("0.01", "file"): 429, ("0.05", "question"): 200, ("0.05", "file"): 200}
+    assert statuses == expected
+
+
 def test_200_concurrent_requests_cannot_overspend_one_proxy(proxy, upstream, store, conn):
     tenant, token = budget_tenant(store, 10)
     before = upstream.calls["/v1/chat/completions"]

@@ -115,3 +115,29 @@ def test_the_maximum_cost_counts_every_choice_and_every_image():
     assert prompt_token_bound(with_images) >= 2 * IMAGE_TOKEN_BOUND
     anthropic = {"type": "image", "source": {"type": "url", "url": "https://x/1.png"}}
     assert prompt_token_bound({"messages": [{"role": "user", "content": [anthropic]}]}) > IMAGE_TOKEN_BOUND
+
+
+def test_a_referenced_file_is_bounded_by_the_context_window_and_the_window_caps_every_bound():
+    from billingproxy.metering.pricing import UNKNOWN_CONTEXT_WINDOW, prompt_token_bound
+
+    def chat(*parts):
+        return {"messages": [{"role": "user", "content": [{"type": "text", "text": "summarise"}, *parts]}]}
+
+    referenced = [
+        {"type": "file", "file": {"file_id": "file-abc"}},  # OpenAI chat
+        {"type": "input_file", "file_url": "https://x/report.pdf"},  # Responses API
+        {"type": "document", "source": {"type": "url", "url": "https://x/report.pdf"}},  # Anthropic
+        {"type": "document", "source": {"type": "file", "file_id": "file_01"}},  # Anthropic Files API
+        {"type": "audio_url", "audio_url": {"url": "gs://bucket/call.wav"}},  # LiteLLM
+    ]
+    for part in referenced:
+        assert prompt_token_bound(chat(part), 128_000) == 128_000, part
+        assert prompt_token_bound(chat(part)) == UNKNOWN_CONTEXT_WINDOW, part
+    inline = [
+        {"type": "file", "file": {"file_data": "data:application/pdf;base64," + "A" * 4000}},
+        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "A" * 4000}},
+    ]
+    for part in inline:  # the bytes are in the body: they bound the tokens
+        assert 4000 < prompt_token_bound(chat(part), 128_000) < 5000, part
+    long = {"messages": [{"role": "user", "content": "word " * 100_000}]}  # 500 KB of text
+    assert prompt_token_bound(long) > 500_000 and prompt_token_bound(long, 128_000) == 128_000
