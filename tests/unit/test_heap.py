@@ -17,17 +17,24 @@ def fresh(monkeypatch):
     gc.unfreeze()  # leave the test process's collector as it was
 
 
+def collectable(*objects: object) -> list[bool]:
+    """Whether each object is still in a generation the collector walks (frozen ones are in none)."""
+    walked = {id(o) for o in gc.get_objects()}
+    return [id(o) in walked for o in objects]
+
+
 def test_the_heap_is_frozen_at_the_configured_request_and_not_before(fresh):
+    early = []  # tracked before the freeze: frozen with the rest
     for _ in range(heap.FREEZE_AFTER_REQUESTS - 1):
         heap.note_request(True)
-    assert gc.get_freeze_count() == 0
+    assert gc.get_freeze_count() == 0 and collectable(early) == [True]
     heap.note_request(True)
-    frozen = gc.get_freeze_count()
-    assert frozen > 1000  # the test process's own heap
-    keep = [[] for _ in range(10)]  # tracked objects made later: a second freeze would take them
+    assert gc.get_freeze_count() > 1000  # the test process's own heap
+    assert collectable(early) == [False]
+    later = []  # made after it: a second freeze would take it out of the collector's walks too
     for _ in range(500):
         heap.note_request(True)
-    assert gc.get_freeze_count() == frozen and keep
+    assert collectable(later) == [True]
 
 
 def test_no_freeze_when_turned_off(fresh):
