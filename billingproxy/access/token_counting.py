@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from billingproxy.access.auth import KeyRecord
+from billingproxy.access.identity import limiter_identity, tenant_limiter_identity
 from billingproxy.errors import Refusal
 
 __all__ = ["TokenCountLimiter", "check_token_count"]
@@ -56,8 +57,10 @@ def check_token_count(record: KeyRecord, body: Mapping[str, Any], limiter: Token
         return  # LiteLLM's handler answers that (an Anthropic-shaped 400)
     if record.allowed_models and model not in record.allowed_models:
         raise Refusal(403, "model_not_allowed", f"Model '{model}' is not allowed for this tenant.", "permission_error")
-    limits = [(f"tenant:{record.tenant_id}", record.rpm_limit)]
+    # The identities LiteLLM's own limiter counts inference on; these counters are separate.
+    limits = [(tenant_limiter_identity(record), record.rpm_limit)]
     if record.key_id is not None:
-        limits.append((f"key:{record.key_id}", record.key_rpm_limit))
-        limits += [(f"key:{record.key_id}:{m}", rpm) for m, rpm, _ in record.key_model_limits if m == model]
+        key = limiter_identity(record)
+        limits.append((key, record.key_rpm_limit))
+        limits += [(f"{key}:{m}", rpm) for m, rpm, _ in record.key_model_limits if m == model]
     limiter.admit(limits)
