@@ -219,7 +219,7 @@ class BillingSettings:
 class ProxySettings:
     """What the proxy's plugins read once per process (``billingproxy.proxy.runtime``)."""
 
-    default_max_tokens: int = 4096  # output cap filled in for budgeted requests without one (may shrink near the end)
+    default_max_tokens: int = 4096  # output limit written where neither the request nor config.yaml sets one
     max_output_tokens: int = 1_000_000  # max_tokens & co. outside 1 … this are refused
     max_body_bytes: int = 8 * 1024 * 1024
     write_usage: bool = True  # off only for benchmarks that measure the writer's cost

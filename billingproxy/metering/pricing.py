@@ -305,10 +305,15 @@ def max_cost(
     body: dict[str, Any],
     default_max_tokens: int,
     dimensions: RequestDimensions | None = None,
+    output_cap: int | None = None,
 ) -> Decimal:
+    """The most ``body`` can cost: its prompt bound at the dearest input price it can incur, plus
+    its output limit (``default_max_tokens`` if it sets none; at most the model's ``output_cap``,
+    beyond which the provider refuses) for every completion generated, at the output price."""
     price = prices.get(model, dimensions)
     if price is None:
         return ZERO
-    output = (output_token_limit(body) or default_max_tokens) * output_choices(body)
+    limit = output_token_limit(body) or default_max_tokens
+    output = (min(limit, output_cap) if output_cap else limit) * output_choices(body)
     prompt = dimensions.prompt_bound if dimensions and dimensions.prompt_bound is not None else None
     return (prompt if prompt is not None else prompt_token_bound(body)) * price.input + output * price.output

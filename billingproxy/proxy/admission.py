@@ -162,28 +162,29 @@ async def admit(
         raise Refusal(
             503, "model_not_priced", f"Model '{model}' has no price yet; try again later.", "service_unavailable"
         )
+    # One rule for every tenant, budgeted or not: an absent output limit stays absent where the
+    # model declares its output cap (the provider then stops there, and the reservation assumes it);
+    # a model that declares none gets BILLINGPROXY_DEFAULT_MAX_TOKENS written, so the cost is bounded.
+    limit_field = _OUTPUT_LIMIT_FIELD.get(call_type)
+    absent = limit_field is not None and output_token_limit(body) is None
+    cap = catalog.output_cap(model) if catalog is not None else None
+    if absent and cap is None:
+        body[limit_field] = settings.default_max_tokens
     levels = budget_levels(limits, end_user, end_user_budgets or {})
     if not levels:
         return
-    # A budgeted request without an output limit gets the gateway's (BILLINGPROXY_DEFAULT_MAX_TOKENS):
-    # the reservation must bound what the provider can bill.
-    limit_field = _OUTPUT_LIMIT_FIELD.get(call_type)
-    filled = limit_field is not None and output_token_limit(body) is None
-    if filled:
-        body[limit_field] = settings.default_max_tokens
+    bound = cap or settings.default_max_tokens  # the output limit reserved when the client set none
     injects = catalog.injects_cache_control(model) if catalog is not None else True
     window = catalog.context_window(model) if catalog is not None else None
     dimensions = request_dimensions(body, call_type, injects_cache_control=injects, context_window=window)
-    amount = max_cost(prices, model, body, settings.default_max_tokens, dimensions)
-    # Near the end of a budget, a limit we filled in shrinks to what is left (down to
-    # MIN_FILLED_MAX_TOKENS) rather than refusing a cheap question for a 4,096-token reservation;
-    # a limit the client chose is reserved whole or refused.
-    floor = MIN_FILLED_MAX_TOKENS if filled and settings.default_max_tokens > MIN_FILLED_MAX_TOKENS else None
+    amount = max_cost(prices, model, body, bound, dimensions, cap)
+    # Near the end of a budget, a request that set no limit gets one that fits what is left (down
+    # to MIN_FILLED_MAX_TOKENS) rather than a refusal of a cheap question for a reservation of the
+    # model's whole output cap; a limit the client chose is reserved whole or refused.
+    floor = MIN_FILLED_MAX_TOKENS if absent and bound > MIN_FILLED_MAX_TOKENS else None
     minimum = None
     if floor is not None:
-        body[limit_field] = floor
-        minimum = max_cost(prices, model, body, settings.default_max_tokens, dimensions)
-        body[limit_field] = settings.default_max_tokens
+        minimum = max_cost(prices, model, {**body, limit_field: floor}, bound, dimensions, cap)
     try:
         reservation = await budgets.reserve_levels(request_id, levels, amount, minimum)
     except BudgetExceeded as exc:
@@ -197,15 +198,13 @@ async def admit(
             503, "budget_unavailable", "Budget check temporarily unavailable; retry.", "service_unavailable"
         ) from None
     if reservation is not None and minimum is not None and reservation.amount < amount:
-        body[limit_field] = affordable_output_tokens(reservation.amount, minimum, floor, amount, settings)
+        body[limit_field] = affordable_output_tokens(reservation.amount, minimum, floor, amount, bound)
 
 
-def affordable_output_tokens(
-    reserved: Decimal, floor_cost: Decimal, floor: int, full_cost: Decimal, settings: ProxySettings
-) -> int:
+def affordable_output_tokens(reserved: Decimal, floor_cost: Decimal, floor: int, full_cost: Decimal, full: int) -> int:
     """The largest output limit whose maximum cost fits ``reserved``: the cost is linear in the
-    limit (prompt bound + limit x choices x output price), known at ``floor`` and at the default."""
-    per_token = (full_cost - floor_cost) / (settings.default_max_tokens - floor)
+    limit (prompt bound + limit x choices x output price), known at ``floor`` and at ``full``."""
+    per_token = (full_cost - floor_cost) / (full - floor)
     if per_token <= 0:
-        return settings.default_max_tokens
-    return min(settings.default_max_tokens, floor + int((reserved - floor_cost) / per_token))
+        return full
+    return min(full, floor + int((reserved - floor_cost) / per_token))

@@ -28,6 +28,7 @@ class ModelEntry:
     variables: tuple[str, ...]  # every os.environ/NAME its litellm_params refer to
     injects_cache_control: bool = False  # LiteLLM adds cache_control markers (cache writes possible)
     max_input_tokens: int | None = None  # model_info.max_input_tokens: the context window
+    max_output_tokens: int | None = None  # model_info.max_output_tokens: the most a reply can bill
 
     @property
     def missing(self) -> tuple[str, ...]:
@@ -39,14 +40,9 @@ class ModelCatalog:
         self.entries = entries
         self.names = frozenset(entry.name for entry in entries)
         self.injecting = frozenset(entry.name for entry in entries if entry.injects_cache_control)
-        # The widest context window of a model's deployments (the bound must hold for any of them);
-        # a model with a deployment that declares none has no known window.
-        self.windows: dict[str, int | None] = {}
-        for entry in entries:
-            known = self.windows.get(entry.name, 0)
-            self.windows[entry.name] = (
-                None if known is None or entry.max_input_tokens is None else max(known, entry.max_input_tokens)
-            )
+        # Per model: its context window and its output cap, where config.yaml declares them.
+        self.windows = _widest(entries, "max_input_tokens")
+        self.output_caps = _widest(entries, "max_output_tokens")
         # A model name can have several deployments: it is usable if any of them is configured.
         self.unconfigured = {
             entry.name: entry.missing
@@ -72,6 +68,11 @@ class ModelCatalog:
         """The most prompt tokens a request to ``model`` can carry, if config.yaml declares it."""
         return self.windows.get(model)
 
+    def output_cap(self, model: str) -> int | None:
+        """The most output tokens one reply from ``model`` can carry (and the provider bill), if
+        config.yaml declares it: a request asking for more is refused by the provider."""
+        return self.output_caps.get(model)
+
     def knows(self, model: str) -> bool:
         return model in self.names
 
@@ -82,13 +83,29 @@ class ModelCatalog:
         return f"Model '{model}' is not configured on this gateway (provider credentials missing); ask its operator."
 
 
+def _widest(entries: list[ModelEntry], field: str) -> dict[str, int | None]:
+    """Per model name, the largest of its deployments' ``field`` (a bound must hold for any of
+    them), or None if one of them declares none."""
+    widest: dict[str, int | None] = {}
+    for entry in entries:
+        known, value = widest.get(entry.name, 0), getattr(entry, field)
+        widest[entry.name] = None if known is None or value is None else max(known, value)
+    return widest
+
+
 def _entry(item: dict[str, Any]) -> ModelEntry:
     params = item.get("litellm_params") or {}
     variables = tuple(
         sorted({value[len(_ENV_PREFIX) :] for value in params.values() if str(value).startswith(_ENV_PREFIX)})
     )
     injects = bool(params.get("cache_control_injection_points"))
-    window = (item.get("model_info") or {}).get("max_input_tokens")
-    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
-        raise ConfigError(f"model {item['model_name']!r}: model_info.max_input_tokens must be a positive integer")
-    return ModelEntry(str(item["model_name"]), str(params.get("model", "")), variables, injects, window)
+    info = item.get("model_info") or {}
+    window, output_cap = (_positive(item, info, name) for name in ("max_input_tokens", "max_output_tokens"))
+    return ModelEntry(str(item["model_name"]), str(params.get("model", "")), variables, injects, window, output_cap)
+
+
+def _positive(item: dict[str, Any], info: dict[str, Any], name: str) -> int | None:
+    value = info.get(name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"model {item['model_name']!r}: model_info.{name} must be a positive integer")
+    return value

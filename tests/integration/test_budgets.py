@@ -379,21 +379,31 @@ def test_threshold_webhook_is_called_once_per_crossing(tmp_path, upstream, datab
 
 
 def test_near_the_end_of_a_budget_a_filled_in_output_limit_shrinks_to_what_is_left(proxy, store, conn):
-    """A request without max_tokens reserves for 4,096 output tokens. With less room than that
-    left, it is answered with max_tokens cut to what the budget pays (the fake provider uses all
-    of it: the worst case), never refused for a reservation it would not need; a client's own
-    max_tokens is reserved whole or refused."""
+    """A request without max_tokens reserves for the model's output cap (config.yaml's
+    max_output_tokens, 16,384 for gpt-4o-mini) and reaches the provider without one. With less
+    room than that left, it is answered with max_tokens cut to what the budget pays (the fake
+    provider uses all of it: the worst case), never refused for a reservation it would not need; a
+    client's own max_tokens is reserved whole or refused."""
     question = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "a cheap question"}]}
-    full = max_cost({**question, "max_tokens": 4096})
+    roomy = store.create_tenant(f"roomy-{uuid.uuid4().hex[:8]}", budget_usd=Decimal(10))
+    plain = httpx.post(
+        proxy.url + "/v1/chat/completions",
+        json=question,
+        headers={"Authorization": f"Bearer {store.create_key(roomy.id)[1]}"},
+        timeout=60,
+    )
+    assert plain.status_code == 200 and plain.json()["usage"]["completion_tokens"] == 8  # nothing written
+    cap = 16_384
+    full = max_cost({**question, "max_tokens": cap})
     tenant = store.create_tenant(f"shrink-{uuid.uuid4().hex[:8]}", budget_usd=budget_of(full / 3))
     headers = {"Authorization": f"Bearer {store.create_key(tenant.id)[1]}"}
-    explicit = {**question, "max_tokens": 4096}
+    explicit = {**question, "max_tokens": cap}
     refused = httpx.post(proxy.url + "/v1/chat/completions", json=explicit, headers=headers, timeout=60)
     assert refused.status_code == 429, refused.text
     answered = httpx.post(proxy.url + "/v1/chat/completions", json=question, headers=headers, timeout=60)
     assert answered.status_code == 200, answered.text
     completion = answered.json()["usage"]["completion_tokens"]
-    assert 64 <= completion < 4096 / 3 + 1, completion  # the limit written: about a third of 4,096
+    assert 64 <= completion < cap / 3 + 1, completion  # the limit written: about a third of the cap
     _, cost = wait_until(lambda: (found := spend(conn, tenant.id))[0] == 1 and found, timeout=30, what="the row")
     assert cost <= tenant.budget_usd, (cost, tenant.budget_usd)
     # What is left pays for fewer than 64 output tokens: refused, not answered with a stub.
