@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -271,3 +272,37 @@ def budget_of(amount: Decimal) -> Decimal:
     """A budget the tenants/keys columns can hold (6 decimal places, which operator input must
     respect): the amount rounded up, so it still pays for what the test computed."""
     return Decimal(amount).quantize(Decimal("0.000001"), rounding=ROUND_CEILING)
+
+
+# ---- what a budget reserves ------------------------------------------------------------------
+
+
+@functools.cache
+def _reservation_parts() -> tuple[Any, Any]:
+    """config.yaml's prices and catalog, with the tokenizers the proxy loads at start."""
+    from bench.prompt_bound import point_tiktoken_at_litellm
+    from billingproxy.metering import PriceTable
+    from billingproxy.proxy.catalog import ModelCatalog
+
+    point_tiktoken_at_litellm()
+    catalog = ModelCatalog.from_config(REPO / "config.yaml")
+    catalog.load_tokenizers()
+    return PriceTable.from_config(REPO / "config.yaml"), catalog
+
+
+def reservation(body: dict[str, Any], call_type: str = "acompletion") -> Decimal:
+    """What the proxy reserves for ``body`` at config.yaml's prices: its prompt bound (counted
+    with the model's tokenizer where it has one) and its output limit, or the model's cap."""
+    from billingproxy.metering import max_cost, request_dimensions
+
+    prices, catalog = _reservation_parts()
+    model = body["model"]
+    cap = catalog.output_cap(model)
+    dimensions = request_dimensions(
+        body,
+        call_type,
+        injects_cache_control=catalog.injects_cache_control(model),
+        context_window=catalog.context_window(model),
+        count=catalog.token_counter(model),
+    )
+    return max_cost(prices, model, body, cap or 4096, dimensions, cap)

@@ -9,6 +9,7 @@ fetches prices, and a bill can always be recomputed from the table in the reposi
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -124,7 +125,8 @@ class PriceTable:
 
 # ---- the maximum cost of a request (what a budget reserves before the call) --------------
 
-_TEXT_FIELDS = ("messages", "prompt", "input", "system", "tools", "functions", "instructions")
+# response_format: a JSON schema for structured outputs is put into the prompt and billed as input.
+_TEXT_FIELDS = ("messages", "prompt", "input", "system", "tools", "functions", "instructions", "response_format")
 OUTPUT_LIMITS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 
@@ -143,18 +145,91 @@ MAX_CHOICES = 128  # OpenAI's own limit on `n`; a larger value is reserved (and 
 UNKNOWN_CONTEXT_WINDOW = 2_097_152
 
 
-def prompt_token_bound(body: dict[str, Any], context_window: int | None = None) -> int:
-    """An upper bound on prompt tokens without a tokenizer: every BPE token covers ≥ 1 byte,
-    so the UTF-8 size of the prompt-bearing fields (JSON syntax included) bounds the text; each
-    image part adds ``IMAGE_TOKEN_BOUND`` (a referenced image's tokens are not in the body); a
-    referenced file or audio makes it the context window. The context window caps every bound
-    (a provider bills no more prompt than the model accepts)."""
+# With the model's own tokenizer: the per-message framing OpenAI adds around each message (3
+# tokens, 1 more for a name: the cookbook's "How to count tokens") and before the reply (3), with room.
+_MESSAGE_FRAMING = 8
+_REPLY_FRAMING = 8
+# Text counted exactly per request, at most (tiktoken: ~65 µs per 1,000 characters); the rest is
+# counted by bytes. So the count costs at most ~0.5 ms of the request path (bench.prompt_bound).
+EXACT_COUNT_CHARS = 8_192
+
+
+def prompt_token_bound(
+    body: dict[str, Any], context_window: int | None = None, count: Callable[[str], int] | None = None
+) -> int:
+    """An upper bound on prompt tokens. Without a tokenizer: every BPE token covers ≥ 1 byte, so
+    the UTF-8 size of the prompt-bearing fields (JSON syntax included) bounds the text. With the
+    model's own tokenizer (``count``, OpenAI models): message text counted as the provider counts
+    it, plus framing; everything else by bytes. Each image part adds ``IMAGE_TOKEN_BOUND`` (a
+    referenced image's tokens are not in the body); a referenced file or audio makes it the
+    context window. The context window caps every bound (a provider bills no more prompt than the
+    model accepts)."""
     relevant = {key: body[key] for key in _TEXT_FIELDS if key in body}
     if _references_media(relevant):
         return context_window or UNKNOWN_CONTEXT_WINDOW
-    text_bound = len(json.dumps(relevant, ensure_ascii=False, default=str).encode()) + 8
+    text_bound = _json_size(relevant) + 8
+    if count is not None:
+        text_bound = min(text_bound, _CountedBound(count).fields(relevant))
     bound = text_bound + IMAGE_TOKEN_BOUND * _image_parts(relevant)
     return bound if context_window is None else min(bound, context_window)
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False, default=str).encode())
+
+
+class _CountedBound:
+    """Prompt tokens with the model's tokenizer: the strings the provider tokenizes as text are
+    counted exactly (up to EXACT_COUNT_CHARS in all, then by bytes); images are left to
+    IMAGE_TOKEN_BOUND; every other value (tools, tool calls, audio and file parts) by its bytes."""
+
+    __slots__ = ("count", "left")
+
+    def __init__(self, count: Callable[[str], int]) -> None:
+        self.count, self.left = count, EXACT_COUNT_CHARS
+
+    def text(self, text: str) -> int:
+        if len(text) > self.left:
+            return len(text.encode())
+        self.left -= len(text)
+        return self.count(text)
+
+    def fields(self, relevant: dict[str, Any]) -> int:
+        total = _REPLY_FRAMING
+        for key, value in relevant.items():
+            if key == "messages" and isinstance(value, list):
+                total += sum(self.message(message) for message in value)
+            elif key in ("prompt", "input", "instructions") and isinstance(value, str):
+                total += self.text(value)
+            else:
+                total += _json_size(value)
+        return total
+
+    def message(self, message: Any) -> int:
+        if not isinstance(message, dict):
+            return _json_size(message)
+        total, rest = _MESSAGE_FRAMING, {}
+        for key, value in message.items():
+            if key == "content" and isinstance(value, str):
+                total += self.text(value)
+            elif key == "content" and isinstance(value, list):
+                total += sum(self.part(part) for part in value)
+            elif key in ("role", "name") and isinstance(value, str):
+                total += len(value.encode())
+            elif value is not None:
+                rest[key] = value
+        return total + (_json_size(rest) if rest else 0)
+
+    def part(self, part: Any) -> int:
+        if not isinstance(part, dict):
+            return _json_size(part)
+        kind = part.get("type")
+        if kind in _IMAGE_PART_TYPES:
+            return 0  # IMAGE_TOKEN_BOUND per image part, added by the caller
+        if kind == "text" and isinstance(part.get("text"), str):
+            others = {key: value for key, value in part.items() if key not in ("type", "text")}
+            return self.text(part["text"]) + (_json_size(others) if others else 0)
+        return _json_size(part)
 
 
 # Inline payloads of file and document parts (OpenAI's file_data, the Responses API's file_data,
@@ -243,12 +318,14 @@ def request_dimensions(
     *,
     injects_cache_control: bool = False,
     context_window: int | None = None,
+    count: Callable[[str], int] | None = None,
 ) -> RequestDimensions:
     """What the body allows. Cache writes are opt-in per breakpoint: Anthropic (and Bedrock through
     LiteLLM) write a cache only at a ``cache_control`` marker (``cachePoint`` in Bedrock's own
     shape), the 1-hour cache only where the marker says ``"ttl": "1h"``; a model whose
     ``litellm_params`` have ``cache_control_injection_points`` gets markers from LiteLLM, so both.
-    Audio output needs ``modalities`` with "audio" (or an ``audio`` parameter)."""
+    Audio output needs ``modalities`` with "audio" (or an ``audio`` parameter). ``count`` is the
+    model's own tokenizer where it has one we can run (``prompt_token_bound``)."""
     if call_type is not None and call_type not in _READ_CALL_TYPES:
         return ALL_DIMENSIONS
     relevant = [body[key] for key in _TEXT_FIELDS if key in body]
@@ -264,7 +341,7 @@ def request_dimensions(
         input_audio=found.audio or found.file,
         input_image=found.image or found.file,
         output_audio=audio_out,
-        prompt_bound=prompt_token_bound(body, context_window),
+        prompt_bound=prompt_token_bound(body, context_window, count),
     )
 
 

@@ -7,10 +7,11 @@ Counts made here are estimates: records built from them carry ``usage_estimated 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-__all__ = ["count_prompt", "count_text", "encoder"]
+__all__ = ["count_prompt", "count_text", "encoder", "encoding_for_model", "exact_counter", "load_encodings"]
 
 log = logging.getLogger("billingproxy.tokenizer")
 _PROMPT_KEYS = ("content", "text", "input", "prompt", "system", "instructions", "arguments")
@@ -25,6 +26,47 @@ def encoder() -> Any:
     except (ImportError, OSError, ValueError) as exc:  # offline without a cached file: the byte fallback still counts
         log.warning("tokenizer unavailable, counting ~4 bytes a token: %s", type(exc).__name__)
         return None
+
+
+# ---- exact counts for budget reservations ---------------------------------------------------
+# OpenAI bills a model's text as its tiktoken encoding counts it, so for the models tiktoken knows
+# by name a prompt bound can count text exactly instead of by bytes (~4.4 bytes a token in
+# English). Encoders load in the background at start (~0.7 s each); until then, and for every
+# other model, the bound stays the byte count.
+_EXACT_PROVIDERS = ("openai/", "text-completion-openai/")
+_counters: dict[str, Callable[[str], int]] = {}
+
+
+def encoding_for_model(provider_model: str) -> str | None:
+    """tiktoken's encoding for an OpenAI model (``openai/gpt-4o-mini`` -> ``o200k_base``), or None
+    where the provider is not OpenAI or tiktoken does not know the model."""
+    prefix = next((p for p in _EXACT_PROVIDERS if provider_model.startswith(p)), None)
+    if prefix is None:
+        return None
+    try:
+        import tiktoken
+
+        return tiktoken.encoding_name_for_model(provider_model[len(prefix) :])
+    except (ImportError, KeyError):
+        return None
+
+
+def load_encodings(names: set[str]) -> None:
+    """Load these encodings (off the request path); one that cannot load is left to the byte bound."""
+    for name in sorted(names - _counters.keys()):
+        try:
+            import tiktoken
+
+            encode = tiktoken.get_encoding(name).encode_ordinary  # the text as text: no special tokens
+            _counters[name] = lambda text, encode=encode: len(encode(text))
+        except (ImportError, OSError, ValueError) as exc:
+            log.warning("tokenizer %s unavailable, prompt bounds count bytes: %s", name, type(exc).__name__)
+
+
+def exact_counter(name: str | None) -> Callable[[str], int] | None:
+    """text -> tokens in encoding ``name`` if it is loaded, else None (never loads: it is called
+    on the request path)."""
+    return _counters.get(name) if name else None
 
 
 def count_text(text: str) -> int:

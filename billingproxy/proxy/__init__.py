@@ -150,6 +150,7 @@ def warm_tokenizer() -> None:
     cancellation would delay that request's settlement by ~1 s. A failed earlier load is retried."""
     tokenizer.encoder.cache_clear()
     tokenizer.encoder()
+    runtime.catalog().load_tokenizers()  # the budget reservations' exact prompt counts
 
 
 def drain_timeout(default_s: float) -> float:

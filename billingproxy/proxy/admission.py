@@ -176,7 +176,8 @@ async def admit(
     bound = cap or settings.default_max_tokens  # the output limit reserved when the client set none
     injects = catalog.injects_cache_control(model) if catalog is not None else True
     window = catalog.context_window(model) if catalog is not None else None
-    dimensions = request_dimensions(body, call_type, injects_cache_control=injects, context_window=window)
+    count = catalog.token_counter(model) if catalog is not None else None
+    dimensions = request_dimensions(body, call_type, injects_cache_control=injects, context_window=window, count=count)
     amount = max_cost(prices, model, body, bound, dimensions, cap)
     # Near the end of a budget, a request that set no limit gets one that fits what is left (down
     # to MIN_FILLED_MAX_TOKENS) rather than a refusal of a cheap question for a reservation of the

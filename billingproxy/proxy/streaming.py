@@ -10,6 +10,8 @@ cut short can be counted (``billingproxy.proxy.cancelled``).
 from __future__ import annotations
 
 import asyncio
+import codecs
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -28,14 +30,21 @@ log = logging.getLogger("billingproxy.streaming")
 class StreamState:
     """What has been relayed so far."""
 
-    __slots__ = ("hidden", "pieces", "usage")
+    __slots__ = ("call_type", "hidden", "pieces", "sse", "usage")
 
     def __init__(self) -> None:
         self.usage: Any = None
         self.hidden: Mapping[str, Any] | None = None
         self.pieces: list[str] = []
+        self.call_type: str | None = None  # the shape of ``usage`` when it is not OpenAI's
+        self.sse: AnthropicEvents | None = None
 
     def see(self, chunk: Any) -> None:
+        if isinstance(chunk, bytes | bytearray | str):
+            # Anthropic's /v1/messages: LiteLLM relays the provider's server-sent events as they are.
+            self.sse = self.sse or AnthropicEvents(self)
+            self.sse.feed(chunk)
+            return
         hidden = getattr(chunk, "_hidden_params", None)
         usage = getattr(chunk, "usage", None) or (hidden.get("usage") if isinstance(hidden, dict) else None)
         if usage:
@@ -48,6 +57,47 @@ class StreamState:
             content = getattr(delta, "content", None)
             if content:
                 self.pieces.append(content)
+
+
+class AnthropicEvents:
+    """Reads Anthropic's stream events for what metering needs: the usage of ``message_start``
+    (input and cache tokens) completed by ``message_delta``'s (output tokens, cumulative), and the
+    text relayed (text, thinking and tool-input deltas), so a cut stream counts its completion.
+    Only ``data:`` lines naming one of those events are parsed; a line split across chunks waits
+    for its end."""
+
+    __slots__ = ("decoder", "partial", "started", "state")
+
+    def __init__(self, state: StreamState) -> None:
+        self.state = state
+        self.partial = ""
+        self.started: dict[str, Any] = {}
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")  # a character may span chunks
+
+    def feed(self, chunk: bytes | bytearray | str) -> None:
+        text = self.partial + (chunk if isinstance(chunk, str) else self.decoder.decode(bytes(chunk)))
+        *lines, self.partial = text.split("\n")
+        for line in lines:
+            if line.startswith("data:") and ('_delta"' in line or '"message_start"' in line):
+                self._event(line[5:])
+
+    def _event(self, data: str) -> None:
+        try:
+            event = json.loads(data)
+        except ValueError:
+            return
+        kind = event.get("type") if isinstance(event, dict) else None
+        if kind == "message_start":
+            self.started = dict((event.get("message") or {}).get("usage") or {})
+        elif kind == "content_block_delta":
+            delta = event.get("delta") or {}
+            piece = delta.get("text") or delta.get("thinking") or delta.get("partial_json")
+            if isinstance(piece, str) and piece:
+                self.state.pieces.append(piece)
+        elif kind == "message_delta" and isinstance(event.get("usage"), dict):
+            # message_delta's counts are cumulative and may restate input and cache tokens.
+            usage = {**self.started, **{k: v for k, v in event["usage"].items() if v is not None}}
+            self.state.usage, self.state.call_type = usage, "anthropic_messages"
 
 
 async def metered_stream(
@@ -81,7 +131,7 @@ def _record_finished(data: Mapping[str, Any], auth_meta: Mapping[str, Any] | Non
         payload = answered.payload_of_response(
             data,
             auth_meta,
-            usage=answered.usage_dict(state.usage),
+            usage=answered.usage_dict(state.usage, state.call_type),
             hidden=state.hidden,
             stream=True,
             end_time=time.time(),
@@ -127,7 +177,7 @@ def record_cut(
                 completion = min(completion, limit * output_choices(data))
             usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
         else:
-            usage = answered.usage_dict(state.usage)
+            usage = answered.usage_dict(state.usage, state.call_type)
         payload = answered.payload_of_response(
             data,
             auth_meta,

@@ -331,7 +331,14 @@ class FakeUpstream(ThreadedAioServer):
             {"type": "response.output_text.delta", "delta": " ".join(scenario.words()), "output_index": 0},
             {"type": "response.completed", "response": response},
         ]
-        return await self._sse(request, events, broken=scenario.fault == "broken_stream", named=True)
+        return await self._sse(
+            request,
+            events,
+            broken=scenario.fault == "broken_stream",
+            named=True,
+            first_token_s=scenario.first_token_s,
+            chunk_s=scenario.chunk_s,
+        )
 
     # ---- Anthropic-style endpoint --------------------------------------------------------
 
@@ -382,7 +389,12 @@ class FakeUpstream(ThreadedAioServer):
                 },
             },
             {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
+            # One text delta per word, as the real API streams a few tokens per delta
+            # (docs.anthropic.com/en/docs/build-with-claude/streaming, "Basic streaming request").
+            *(
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
+                for piece in [word + " " for word in scenario.words()]
+            ),
             {"type": "content_block_stop", "index": 0},
             {
                 "type": "message_delta",
@@ -391,7 +403,14 @@ class FakeUpstream(ThreadedAioServer):
             },
             {"type": "message_stop"},
         ]
-        return await self._sse(request, events, broken=scenario.fault == "broken_stream", named=True)
+        return await self._sse(
+            request,
+            events,
+            broken=scenario.fault == "broken_stream",
+            named=True,
+            first_token_s=scenario.first_token_s,
+            chunk_s=scenario.chunk_s,
+        )
 
     # ---- control -------------------------------------------------------------------------
 

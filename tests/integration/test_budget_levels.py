@@ -15,19 +15,17 @@ import redis
 from click.testing import CliRunner
 
 from billingproxy.cli import main as cli
-from billingproxy.metering import PriceTable
-from billingproxy.metering import pricing as budget
-from testkit.support import REPO, ProxyProcess, budget_of, test_config, wait_until
+from testkit.support import ProxyProcess, budget_of, reservation, test_config, wait_until
 from tests.integration.test_budgets import redis_proxy_env
 
-PRICES = PriceTable.from_config(REPO / "config.yaml")
 QUICK = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "levels"}], "max_tokens": 20}
 # The fake upstream answers after 3 s, so all 200 requests are in flight before any one settles.
 SLOW = {**QUICK, "messages": [{"role": "user", "content": "spend it [[latency:3000]]"}]}
 
 
 def max_cost(body: dict) -> Decimal:
-    return budget.max_cost(PRICES, body["model"], body, 4096)
+    """What the proxy reserves for ``body`` (its tokenizer-counted prompt bound, its output limit)."""
+    return reservation(body)
 
 
 def post(url: str, token: str, body: dict = QUICK, **headers: str) -> httpx.Response:

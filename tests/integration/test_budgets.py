@@ -16,7 +16,7 @@ import redis
 
 from billingproxy.metering import PriceTable
 from billingproxy.metering import pricing as budget
-from testkit.support import REPO, ProxyProcess, budget_of, test_config, wait_until
+from testkit.support import REPO, ProxyProcess, budget_of, reservation, test_config, wait_until
 
 PRICES = PriceTable.from_config(REPO / "config.yaml")
 # The fake upstream answers after 3 s, so every request is in flight before any one settles.
@@ -28,7 +28,8 @@ BODY = {
 
 
 def max_cost(body: dict = BODY) -> Decimal:
-    return budget.max_cost(PRICES, body["model"], body, 4096)
+    """What the proxy reserves for ``body`` (its tokenizer-counted prompt bound, its output limit)."""
+    return reservation(body)
 
 
 async def fire(urls: list[str], token: str, count: int) -> list[httpx.Response]:
@@ -241,7 +242,7 @@ def test_tenant_without_budget_and_admin_are_not_limited(proxy, store):
 
 def test_budget_threshold_lines_appear_once_per_crossing(proxy, store, conn):
     quick = {**BODY, "messages": [{"role": "user", "content": "threshold check"}], "max_tokens": 10}
-    one_request = budget.max_cost(PRICES, "gpt-4o-mini", quick, 4096)
+    one_request = max_cost(quick)
     # Requests are admitted while a maximum-cost reservation fits, so when the first one is
     # refused at least 90 % of the budget is spent: 50 % and 80 % must each be announced once.
     tenant = store.create_tenant(f"thresh-{uuid.uuid4().hex[:8]}", budget_usd=budget_of(one_request * 10))
@@ -414,3 +415,18 @@ def test_near_the_end_of_a_budget_a_filled_in_output_limit_shrinks_to_what_is_le
     assert last.status_code == 429, last.text
     _, cost = wait_until(lambda: spend(conn, tenant.id), timeout=5, what="the rows")
     assert cost <= tenant.budget_usd, (cost, tenant.budget_usd)
+
+
+def test_an_openai_models_prompt_is_reserved_at_its_tokenizer_count_not_its_bytes(proxy, store, conn):
+    """gpt-4o's prompt is bounded with o200k_base, as OpenAI counts it: a budget that pays for
+    the counted bound admits the request, though the byte bound (~4.4x for English) would not fit."""
+    text = "Please summarise the quarterly report and list the three largest cost drivers. " * 60
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": text}], "max_tokens": 16}
+    allowance = budget_of(max_cost(body) * Decimal("1.5"))  # max_cost: the bound counted with o200k_base
+    assert budget.max_cost(PRICES, "gpt-4o", body, 16_384) > allowance  # by bytes this budget would refuse it
+    tenant = store.create_tenant(f"tokens-{uuid.uuid4().hex[:8]}", budget_usd=allowance)
+    headers = {"Authorization": f"Bearer {store.create_key(tenant.id)[1]}"}
+    answered = httpx.post(proxy.url + "/v1/chat/completions", json=body, headers=headers, timeout=60)
+    assert answered.status_code == 200, answered.text
+    _, cost = wait_until(lambda: (found := spend(conn, tenant.id))[0] == 1 and found, timeout=30, what="the row")
+    assert 0 < cost <= allowance

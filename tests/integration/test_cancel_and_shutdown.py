@@ -18,11 +18,9 @@ import openai
 import pytest
 
 from billingproxy import db
-from billingproxy.metering import PriceTable, pricing
 from billingproxy.tenants import TenantStore
-from testkit.support import REPO, ProxyProcess, budget_of, test_config, wait_until
+from testkit.support import ProxyProcess, budget_of, reservation, test_config, wait_until
 
-PRICES = PriceTable.from_config(REPO / "config.yaml")
 MAX_TOKENS = 2000
 
 
@@ -38,7 +36,7 @@ def stream_body(directives: str) -> dict:
 def one_request_tenant(database_url: str, body: dict) -> tuple[str, str]:
     """A tenant whose budget pays for one such request at a time, not two: while one reservation is
     held, a second request is refused; once it is released, the second is admitted."""
-    bound = pricing.max_cost(PRICES, body["model"], body, 4096)
+    bound = reservation(body)
     with db.connect(database_url) as conn:
         store = TenantStore(conn)
         tenant = store.create_tenant(f"cancel-{uuid.uuid4().hex[:8]}", budget_usd=budget_of(bound * Decimal("1.5")))
@@ -242,7 +240,7 @@ def test_a_holder_hands_its_slice_back_so_another_instance_can_use_the_whole_bud
     without waiting for A's lease to expire."""
     small = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 2}
     big = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "everything"}], "max_tokens": 10_000}
-    need = pricing.max_cost(PRICES, big["model"], big, 4096)
+    need = reservation(big)
     with db.connect(database_url) as conn:
         store = TenantStore(conn)
         tenant = store.create_tenant(f"slices-{uuid.uuid4().hex[:8]}", budget_usd=budget_of(need / Decimal("0.95")))

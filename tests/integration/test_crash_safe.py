@@ -11,6 +11,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import anthropic
 import httpx
 import pytest
 from click.testing import CliRunner
@@ -239,3 +240,51 @@ def test_sigterm_with_the_first_request_in_flight_writes_its_row(tmp_path, upstr
     finally:
         proxy.stop()
     assert usage_ids(database_url, tenant_id) == [response.headers["x-litellm-call-id"]]
+
+
+def test_an_anthropic_messages_stream_is_recorded_before_it_ends_and_a_cut_one_counts_what_was_relayed(
+    tmp_path, upstream, database_url
+):
+    """/v1/messages relays Anthropic's own events: the record comes from message_start and
+    message_delta before the stream's last bytes leave (so a SIGKILL right after the client has
+    read it loses nothing), and a stream the client closes counts the text deltas it was sent."""
+    tenant_id, token = tenant_with_token(database_url, "anthropic-stream")
+    proxy = start_proxy(tmp_path, upstream, database_url, "anthropic")
+    client = anthropic.Anthropic(base_url=proxy.url, api_key=token, max_retries=0)
+    try:
+        text = "tell me a long story [[chunk_ms:20]]"
+        with client.messages.stream(
+            model="claude-sonnet-4", max_tokens=2000, messages=[{"role": "user", "content": text}]
+        ) as stream:
+            deltas = 0
+            for event in stream:
+                deltas += event.type == "content_block_delta"
+                if deltas >= 5:
+                    break
+        cut = wait_until(
+            lambda: [line for line in request_lines(proxy.stdout_path, tenant_id) if line["status"] == "cancelled"],
+            timeout=15,
+            what="the cut stream's request line",
+        )[0]
+        assert cut["usage_estimated"] is True and 5 <= cut["completion_tokens"] < 2000, cut
+
+        with client.messages.stream(
+            model="claude-sonnet-4", max_tokens=7, messages=[{"role": "user", "content": "three words here"}]
+        ) as stream:
+            final = stream.get_final_message()
+        os.killpg(proxy.process.pid, signal.SIGKILL)  # at once: LiteLLM's logging worker gets no time
+        proxy.process.wait(10)
+        finished = [line for line in request_lines(proxy.stdout_path, tenant_id) if line["status"] == "success"]
+        assert len(finished) == 1, finished
+        line = finished[0]
+        assert line["usage_estimated"] is False and line["stream"] is True
+        assert (
+            (line["prompt_tokens"], line["completion_tokens"])
+            == (3, 7)
+            == (
+                final.usage.input_tokens,
+                final.usage.output_tokens,
+            )
+        )
+    finally:
+        proxy.stop()
