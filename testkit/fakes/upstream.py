@@ -181,6 +181,19 @@ class FakeUpstream(ThreadedAioServer):
             await asyncio.sleep(3600)
         return scenario, None
 
+    async def _stream(
+        self, request: web.Request, scenario: Scenario, events: list[dict[str, Any]], *, named: bool
+    ) -> web.StreamResponse:
+        """The scenario's events as a stream, paced and broken as its directives say."""
+        return await self._sse(
+            request,
+            events,
+            broken=scenario.fault == "broken_stream",
+            named=named,
+            first_token_s=scenario.first_token_s,
+            chunk_s=scenario.chunk_s,
+        )
+
     @staticmethod
     async def _sse(
         request: web.Request,
@@ -254,13 +267,7 @@ class FakeUpstream(ThreadedAioServer):
         events = [chunk({"role": "assistant", "content": ""})]
         events += [chunk({"content": word + " "}) for word in scenario.words()]
         events += [chunk({}, "stop"), chunk({}, usage=scenario.openai_usage())]
-        return await self._sse(
-            request,
-            events,
-            broken=scenario.fault == "broken_stream",
-            first_token_s=scenario.first_token_s,
-            chunk_s=scenario.chunk_s,
-        )
+        return await self._stream(request, scenario, events, named=False)
 
     async def text_completions(self, request: web.Request) -> web.StreamResponse:
         scenario, error = await self._begin(request)
@@ -331,14 +338,7 @@ class FakeUpstream(ThreadedAioServer):
             {"type": "response.output_text.delta", "delta": " ".join(scenario.words()), "output_index": 0},
             {"type": "response.completed", "response": response},
         ]
-        return await self._sse(
-            request,
-            events,
-            broken=scenario.fault == "broken_stream",
-            named=True,
-            first_token_s=scenario.first_token_s,
-            chunk_s=scenario.chunk_s,
-        )
+        return await self._stream(request, scenario, events, named=True)
 
     # ---- Anthropic-style endpoint --------------------------------------------------------
 
@@ -403,14 +403,7 @@ class FakeUpstream(ThreadedAioServer):
             },
             {"type": "message_stop"},
         ]
-        return await self._sse(
-            request,
-            events,
-            broken=scenario.fault == "broken_stream",
-            named=True,
-            first_token_s=scenario.first_token_s,
-            chunk_s=scenario.chunk_s,
-        )
+        return await self._stream(request, scenario, events, named=True)
 
     # ---- control -------------------------------------------------------------------------
 
