@@ -125,14 +125,9 @@ class Lease:
 
 def _take_report(lease: Lease) -> Report:
     """Snapshot for the store (no await in between)."""
-    return Report(lease.tenant_id, lease.period_start, lease.budget, _holding(lease), max(lease.pending, ZERO))
-
-
-def _holding(lease: Lease) -> Decimal:
-    """What the store must count this holder as holding. A request that cost more than it
-    reserved (a price changed mid-request, an estimate) leaves ``available`` below zero: that
-    debt is already spend in ``pending``, not a negative slice."""
-    return max(lease.available, ZERO) + lease.reserved + max(lease.pending, ZERO)
+    pending = max(lease.pending, ZERO)
+    holding = lease.available + lease.reserved + pending
+    return Report(lease.tenant_id, lease.period_start, lease.budget, holding, pending)
 
 
 @dataclass(frozen=True)
@@ -422,7 +417,7 @@ def _others_in_the_way(grant: Grant, lease: Lease, need: Decimal) -> bool:
 def _due(lease: Lease, now: float, renew_idle_s: float) -> bool:
     """Whether the store must hear from this lease now: a holding that changed (settled spend
     written, a slice handed back…; thresholds are checked in reports) or a held slice to renew."""
-    holding = _holding(lease)
+    holding = lease.available + lease.reserved + max(lease.pending, ZERO)
     if holding != lease.told_holding:
         return True
     return holding > 0 and now - lease.told_at >= renew_idle_s
