@@ -71,9 +71,7 @@ class PostgresBudgetStore:
                     _HOLD,
                     (report.tenant_id, report.period_start, holder, report.holding, report.pending, self.lease_ttl),
                 )
-                # Thresholds on the ledger alone: pending spend may already be in it (a row
-                # committed, its holder not told yet), and an alert must never fire early.
-                spent = await _scalar(conn, *derived_spend_query(report.tenant_id, report.period_start))
+                spent, _, _ = await self._spent(conn, holder, report)
                 thresholds = crossed_thresholds(spent, report.budget, announced)
                 if thresholds:
                     # Conditional update: of several instances seeing the crossing, one announces it.

@@ -62,7 +62,6 @@ return {granted, announced, others, others_pending}
 # Lua numbers are doubles: exact for integers below 2^53 units of 1e-10 USD, i.e. ~900k USD
 # per tenant and period. Larger budgets belong in the PostgreSQL store.
 MAX_EXACT_UNITS = 2**53
-_CONSISTENT_TRIES = 3  # grants asked again when the ledger moved during one
 
 
 def _units(amount: Decimal) -> int:
@@ -90,30 +89,24 @@ class RedisBudgetStore:
             raise ConfigError("budgets above ~900,000 USD per period need the PostgreSQL budget store")
         keys = self._keys(report)
         try:
-            for _ in range(_CONSISTENT_TRIES):
-                ledger = await _ledger_spend(self.pool, report.tenant_id, report.period_start)
-                args = [holder, _units(ledger), _units(kept), _units(want), _units(need)]
-                args += [_units(report.budget), int(time.time()), int(self.lease_ttl.total_seconds()), mode]
-                args.append(_units(report.pending))
-                granted, announced, others, others_pending = await self._script(keys=keys, args=args)
-                granted = _usd(int(granted))
-                if granted <= 0:
-                    break
-                # Another holder may have lowered its pending (its rows committed) between our read
-                # of the ledger and the script, so those rows would count nowhere. If the ledger
-                # did not move meanwhile, no such row exists; if it did, ask again (the script
-                # resets our lease each time). Still moving after that: keep the growth out of the
-                # grant (the store then thinks we hold more: safe; the next report corrects it).
+            ledger = await _ledger_spend(self.pool, report.tenant_id, report.period_start)
+            args = [holder, _units(ledger), _units(kept), _units(want), _units(need)]
+            args += [_units(report.budget), int(time.time()), int(self.lease_ttl.total_seconds()), mode]
+            args.append(_units(report.pending))
+            granted, announced, others, others_pending = await self._script(keys=keys, args=args)
+            granted = _usd(int(granted))
+            if granted > 0:
+                # A holder may have lowered its pending (its rows written) after our read of the
+                # ledger: those rows are in the ledger now. Whatever it grew by in between is kept
+                # out of the grant (the store then thinks we hold more: safe, and the next report
+                # corrects it).
                 grew = await _ledger_spend(self.pool, report.tenant_id, report.period_start) - ledger
-                if grew <= 0:  # not moved (or lowered by a re-rate): no committed row is missing
-                    break
-            else:
-                granted = max(granted - grew, ZERO)
+                granted = max(granted - grew, ZERO) if grew > 0 else granted
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, psycopg.OperationalError) as exc:
             raise BudgetStoreUnavailable(str(exc)) from exc
         others_pending = _usd(int(others_pending))
         spent = ledger + others_pending + report.pending
-        return spent, granted, int(announced), _usd(int(others)) - others_pending, ledger
+        return spent, granted, int(announced), _usd(int(others)) - others_pending, keys
 
     async def acquire(self, holder: str, report: Report, kept: Decimal, want: Decimal, need: Decimal) -> Grant:
         spent, granted, _, others, _ = await self._run(holder, report, kept, want, need, "acquire")
@@ -122,15 +115,13 @@ class RedisBudgetStore:
     async def report(self, holder: str, reports: list[Report]) -> list[tuple[str, int, Decimal]]:
         crossed: list[tuple[str, int, Decimal]] = []
         for report in reports:
-            _, _, announced, _, ledger = await self._run(
+            spent, _, announced, _, keys = await self._run(
                 holder, report, report.holding, Decimal(0), Decimal(0), "report"
             )
-            # Thresholds on the ledger alone: pending spend may already be in it (a row committed,
-            # its holder not told yet), and an alert must never fire early.
-            thresholds = crossed_thresholds(ledger, report.budget, announced)
+            thresholds = crossed_thresholds(spent, report.budget, announced)
             # HSET on a field only if the stored value is lower: a tiny script keeps it atomic.
-            if thresholds and await self.client.eval(_ANNOUNCE, 1, self._keys(report)[0], thresholds[-1]):
-                crossed.extend((report.tenant_id, t, ledger) for t in thresholds)
+            if thresholds and await self.client.eval(_ANNOUNCE, 1, keys[0], thresholds[-1]):
+                crossed.extend((report.tenant_id, t, spent) for t in thresholds)
         return crossed
 
 
