@@ -202,7 +202,7 @@ def test_200_concurrent_requests_cannot_overspend_two_proxies_sharing_redis(
 
 def test_a_redis_that_lost_its_data_does_not_reset_the_budget(tmp_path, upstream, database_url, store, conn):
     """The tenant's keys vanish mid-period (Redis restarted without persistence, evicted, failed
-    over to an empty replica): spend is the ledger in PostgreSQL, so nothing starts again from 0."""
+    over to an empty replica): the store re-seeds from PostgreSQL instead of counting from 0."""
     env = redis_proxy_env(database_url, BILLINGPROXY_WRITER_INTERVAL_MS="100")
     proxy = ProxyProcess(tmp_path / "r", test_config(upstream.base_url), env).start()
     client = redis.Redis(host="127.0.0.1", port=6379)
