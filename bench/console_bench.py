@@ -127,12 +127,13 @@ SELECT a.tenant_id, 'llm_cost_microusd', sum(a.sealed_cost_usd) * 1000000 * t.pr
 FROM billing_accrual a JOIN tenants t ON t.id = a.tenant_id
 WHERE t.stripe_customer_id IS NOT NULL GROUP BY a.tenant_id, t.price_multiplier;
 
-INSERT INTO budget_spend (tenant_id, period_start, spent)
-SELECT tenant_id, date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', sum(cost_usd)
-FROM usage_daily WHERE day >= date_trunc('month', now() AT TIME ZONE 'UTC')::date GROUP BY tenant_id;
+INSERT INTO budget_spend (tenant_id, period_start)
+SELECT DISTINCT tenant_id, date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+FROM usage_daily WHERE day >= date_trunc('month', now() AT TIME ZONE 'UTC')::date;
 
-INSERT INTO budget_leases (tenant_id, period_start, holder, amount, expires_at)
-SELECT t.id, date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', h.holder, 0.5, now() + interval '50 s'
+INSERT INTO budget_leases (tenant_id, period_start, holder, amount, pending, expires_at)
+SELECT t.id, date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', h.holder, 0.5, 0.1,
+       now() + interval '50 s'
 FROM tenants t CROSS JOIN (VALUES ('proxy-a-1234'), ('proxy-b-5678')) AS h(holder)
 WHERE t.budget_usd IS NOT NULL;
 """

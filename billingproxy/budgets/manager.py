@@ -13,6 +13,12 @@ fraction of what remains, so they shrink near the end of the budget, down to one
 Invariant: the store grants a slice only from ``budget - spent - slices held by everyone``, and
 a request is admitted only against a slice, so admitted maximum costs never exceed the budget.
 
+*Spent* has one source, the usage ledger: what the rollups of the written rows say, plus what
+each live holder has settled and not yet seen written (``pending``, part of what it holds). A
+settled request's cost stays in its holder's lease until the writer reports its row committed
+(``written``), then it is in the rollups; so nothing is counted in neither place, and a dead
+holder's unwritten spend is the only spend that can go missing (until its stdout is replayed).
+
 A request refused while other instances hold enough *calls their slices in* (``call_in``, a
 message to every instance): each holder hands back what its requests in flight have not
 reserved, and the refused request asks again for up to ``call_in_wait_s`` before it is refused.
@@ -24,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -82,12 +88,15 @@ class Report:
     tenant_id: str
     period_start: datetime
     budget: Decimal
-    consumed: Decimal  # settled cost since the last report
-    holding: Decimal  # what the holder still keeps (reserved + unreserved)
+    holding: Decimal  # what the holder still keeps: unreserved, reserved and pending
+    pending: Decimal = ZERO  # settled here, its row not written yet: spend, not a slice to hand back
 
 
 class BudgetStore(Protocol):
-    async def acquire(self, holder: str, report: Report, reserved: Decimal, want: Decimal, need: Decimal) -> Grant: ...
+    async def acquire(self, holder: str, report: Report, kept: Decimal, want: Decimal, need: Decimal) -> Grant:
+        """A new slice of at least ``need`` (up to ``want``) on top of ``kept`` (what the holder
+        keeps: reserved and pending), if the budget has room; the holder's lease is set to both."""
+        ...
 
     async def report(self, holder: str, reports: list[Report]) -> list[tuple[str, int, Decimal]]:
         """Apply reports; returns (tenant, threshold %, spent) for thresholds newly crossed."""
@@ -104,22 +113,26 @@ class Lease:
     budget: Decimal
     available: Decimal = ZERO  # leased, not reserved
     reserved: Decimal = ZERO  # held by requests in flight
-    consumed: Decimal = ZERO  # settled since the last report
+    pending: Decimal = ZERO  # settled, its row not yet in the ledger (the usage rollups)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_used: float = field(default_factory=time.monotonic)  # last reservation or settlement
     refused_until: float = 0.0  # the store just refused a slice: refuse without asking again until then
     refused_need: Decimal = ZERO  # ... for requests needing at least this much (a smaller one may ask)
     told_holding: Decimal = ZERO  # what the store last recorded this holder as holding
     told_at: float = 0.0  # monotonic time before the last store call that renewed this lease
-    spent_via_refill: bool = False  # a refill reported spend: the next flush checks thresholds
     called_in_until: float = 0.0  # a call-in for this scope freed nothing: none again until then
 
 
 def _take_report(lease: Lease) -> Report:
-    """Snapshot for the store; the consumed amount moves into the report (no await in between)."""
-    report = Report(lease.tenant_id, lease.period_start, lease.budget, lease.consumed, lease.available + lease.reserved)
-    lease.consumed = ZERO
-    return report
+    """Snapshot for the store (no await in between)."""
+    return Report(lease.tenant_id, lease.period_start, lease.budget, _holding(lease), max(lease.pending, ZERO))
+
+
+def _holding(lease: Lease) -> Decimal:
+    """What the store must count this holder as holding. A request that cost more than it
+    reserved (a price changed mid-request, an estimate) leaves ``available`` below zero: that
+    debt is already spend in ``pending``, not a negative slice."""
+    return max(lease.available, ZERO) + lease.reserved + max(lease.pending, ZERO)
 
 
 @dataclass(frozen=True)
@@ -173,6 +186,8 @@ class BudgetManager:
         self.reservation_timeout_s = reservation_timeout_s
         self._leases: dict[tuple[str, datetime], Lease] = {}
         self._reservations: dict[str, Reservation] = {}
+        # Settled requests whose rows the writer has not committed yet: their leases and cost.
+        self._unwritten: dict[str, tuple[tuple[Lease, ...], Decimal]] = {}
         self.store_calls = 0
         # A slice nobody here reserved from for this long goes back to the store at the next
         # flush, so a busy instance can use it; draining (SIGTERM) hands every slice back.
@@ -291,16 +306,12 @@ class BudgetManager:
         report = _take_report(lease)
         self.store_calls += 1
         asked_at = time.monotonic()
-        try:
-            grant = await self.store.acquire(self.holder, report, lease.reserved, want, need)
-        except BaseException:
-            lease.consumed += report.consumed  # not counted: report it next time
-            raise
+        kept = lease.reserved + report.pending  # what this holder keeps besides the new slice
+        grant = await self.store.acquire(self.holder, report, kept, want, need)
         lease.available = grant.granted
         lease.refused_until = 0.0 if grant.ok else time.monotonic() + REFUSAL_MEMO_S
         lease.refused_need = need
-        lease.told_holding, lease.told_at = lease.reserved + grant.granted, asked_at
-        lease.spent_via_refill = lease.spent_via_refill or report.consumed > 0
+        lease.told_holding, lease.told_at = kept + grant.granted, asked_at
         return grant
 
     def hand_over(self, holder: str, scope: str, start: datetime) -> None:
@@ -319,11 +330,23 @@ class BudgetManager:
             return
         for lease in reservation.leases:
             lease.reserved -= reservation.amount
-            lease.consumed += actual
+            lease.pending += actual  # spend until the writer reports its row committed
             lease.available += reservation.amount - actual
             lease.last_used = time.monotonic()
             if self.draining:
                 lease.available = ZERO  # nothing more is admitted here: the store gets it back
+        if actual > 0:
+            self._unwritten[request_id] = (reservation.leases, actual)
+
+    def written(self, request_ids: Iterable[str]) -> None:
+        """The writer committed these requests' rows (inserted, or there already): their cost is in
+        the usage rollups now, so it leaves the leases' pending spend. Unknown ids are ignored."""
+        for request_id in request_ids:
+            entry = self._unwritten.pop(request_id, None)
+            if entry is not None:
+                leases, actual = entry
+                for lease in leases:
+                    lease.pending -= actual
 
     # background
 
@@ -362,14 +385,9 @@ class BudgetManager:
             for lease in leases:
                 await stack.enter_async_context(lease.lock)
             reports = [_take_report(lease) for lease in leases]
-            try:
-                crossed = await self.store.report(self.holder, reports)
-            except BaseException:
-                for lease, report in zip(leases, reports, strict=True):
-                    lease.consumed += report.consumed
-                raise
+            crossed = await self.store.report(self.holder, reports)
             for lease, report in zip(leases, reports, strict=True):
-                lease.told_holding, lease.told_at, lease.spent_via_refill = report.holding, now, False
+                lease.told_holding, lease.told_at = report.holding, now
         for tenant_id, threshold, spent in crossed:
             if parse_scope(tenant_id)[0] != "tenant":
                 continue  # alerts (log line, webhook) are for tenant budgets only
@@ -395,15 +413,17 @@ class BudgetManager:
 
 
 def _others_in_the_way(grant: Grant, lease: Lease, need: Decimal) -> bool:
-    """Refused only because other holders hold slices: without them there would be room."""
+    """Refused only because other holders hold slices: without them there would be room.
+    (``grant.spent`` counts every holder's pending spend; ``grant.others`` only what they could
+    hand back.)"""
     return grant.others > 0 and grant.budget - grant.spent - lease.reserved >= need
 
 
 def _due(lease: Lease, now: float, renew_idle_s: float) -> bool:
-    """Whether the store must hear from this lease now: spend to report (or reported by a refill:
-    thresholds are checked in reports), a holding that changed, or a held slice to renew."""
-    holding = lease.available + lease.reserved
-    if lease.consumed or lease.spent_via_refill or holding != lease.told_holding:
+    """Whether the store must hear from this lease now: a holding that changed (settled spend
+    written, a slice handed back…; thresholds are checked in reports) or a held slice to renew."""
+    holding = _holding(lease)
+    if holding != lease.told_holding:
         return True
     return holding > 0 and now - lease.told_at >= renew_idle_s
 

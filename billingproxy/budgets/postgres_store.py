@@ -4,7 +4,8 @@ that writes ``budget_spend`` and ``budget_leases``.
 A budget's subject is a scope (billingproxy.budgets.scopes): a tenant, a key or an end user; it
 is stored in the ``tenant_id`` column (migration 0017). Each acquire locks the scope-period row
 (``FOR UPDATE``), so grants for one scope are serialised across instances while different scopes
-proceed in parallel.
+proceed in parallel, and a holder's report (which may lower its pending spend once the rows are
+written) cannot slip between a grant's read of the ledger and its read of the leases.
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ __all__ = ["LEASE_TTL", "PostgresBudgetStore"]
 LEASE_TTL = timedelta(seconds=10)
 
 _ENSURE = """INSERT INTO budget_spend (tenant_id, period_start) VALUES (%s, %s) ON CONFLICT DO NOTHING"""
-_ADD_SPENT = """UPDATE budget_spend SET spent = spent + %s, updated_at = now()
-    WHERE tenant_id = %s AND period_start = %s RETURNING spent, last_threshold"""
-_OTHERS = """SELECT coalesce(sum(amount), 0) AS held FROM budget_leases
+_LOCK = """SELECT last_threshold FROM budget_spend WHERE tenant_id = %s AND period_start = %s FOR UPDATE"""
+# What the other live holders hold (pending spend included) and, of that, their pending spend.
+_OTHERS = """SELECT coalesce(sum(amount), 0) AS held, coalesce(sum(pending), 0) AS pending FROM budget_leases
     WHERE tenant_id = %s AND period_start = %s AND holder <> %s AND expires_at > now()"""
-_HOLD = """INSERT INTO budget_leases (tenant_id, period_start, holder, amount, expires_at)
-    VALUES (%s, %s, %s, %s, now() + %s)
+_HOLD = """INSERT INTO budget_leases (tenant_id, period_start, holder, amount, pending, expires_at)
+    VALUES (%s, %s, %s, %s, %s, now() + %s)
     ON CONFLICT (tenant_id, period_start, holder)
-    DO UPDATE SET amount = excluded.amount, expires_at = excluded.expires_at"""
+    DO UPDATE SET amount = excluded.amount, pending = excluded.pending, expires_at = excluded.expires_at"""
 _ANNOUNCE = """UPDATE budget_spend SET last_threshold = %s
     WHERE tenant_id = %s AND period_start = %s AND last_threshold < %s RETURNING 1"""
 
@@ -42,32 +43,37 @@ class PostgresBudgetStore:
         self.pool = pool
         self.lease_ttl = lease_ttl
 
-    async def acquire(self, holder: str, report: Report, reserved: Decimal, want: Decimal, need: Decimal) -> Grant:
+    async def acquire(self, holder: str, report: Report, kept: Decimal, want: Decimal, need: Decimal) -> Grant:
         try:
-            return await self._acquire(holder, report, reserved, want, need)
+            return await self._acquire(holder, report, kept, want, need)
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise BudgetStoreUnavailable(str(exc)) from exc
 
-    async def _acquire(self, holder: str, report: Report, reserved: Decimal, want: Decimal, need: Decimal) -> Grant:
+    async def _acquire(self, holder: str, report: Report, kept: Decimal, want: Decimal, need: Decimal) -> Grant:
         async with self.pool.connection(timeout=2) as conn, conn.transaction():
-            spent, _ = await self._add_spent(conn, report)
-            derived = await _scalar(conn, *derived_spend_query(report.tenant_id, report.period_start))
-            others = await _scalar(conn, _OTHERS, (report.tenant_id, report.period_start, holder))
-            free = report.budget - max(spent, derived) - others - reserved
+            await self._lock(conn, report)  # a holder lowering its pending waits for this grant
+            spent, others, others_pending = await self._spent(conn, holder, report)
+            free = report.budget - spent - (others - others_pending) - (kept - report.pending)
             granted = min(want, free) if free >= need else ZERO
             await conn.execute(
-                _HOLD, (report.tenant_id, report.period_start, holder, reserved + granted, self.lease_ttl)
+                _HOLD,
+                (report.tenant_id, report.period_start, holder, kept + granted, report.pending, self.lease_ttl),
             )
-        return Grant(granted=granted, spent=max(spent, derived), budget=report.budget, others=others)
+        return Grant(granted=granted, spent=spent, budget=report.budget, others=others - others_pending)
 
     async def report(self, holder: str, reports: list[Report]) -> list[tuple[str, int, Decimal]]:
         crossed: list[tuple[str, int, Decimal]] = []
         async with self.pool.connection() as conn, conn.transaction():
-            for report in reports:
-                spent, announced = await self._add_spent(conn, report)
+            # Locks in one order on every instance: two reports never wait for each other.
+            for report in sorted(reports, key=lambda r: (r.tenant_id, r.period_start)):
+                announced = await self._lock(conn, report)
                 await conn.execute(
-                    _HOLD, (report.tenant_id, report.period_start, holder, report.holding, self.lease_ttl)
+                    _HOLD,
+                    (report.tenant_id, report.period_start, holder, report.holding, report.pending, self.lease_ttl),
                 )
+                # Thresholds on the ledger alone: pending spend may already be in it (a row
+                # committed, its holder not told yet), and an alert must never fire early.
+                spent = await _scalar(conn, *derived_spend_query(report.tenant_id, report.period_start))
                 thresholds = crossed_thresholds(spent, report.budget, announced)
                 if thresholds:
                     # Conditional update: of several instances seeing the crossing, one announces it.
@@ -78,11 +84,22 @@ class PostgresBudgetStore:
         return crossed
 
     @staticmethod
-    async def _add_spent(conn: psycopg.AsyncConnection, report: Report) -> tuple[Decimal, int]:
+    async def _lock(conn: psycopg.AsyncConnection, report: Report) -> int:
+        """Serialise grants for this scope-period across instances; returns the announced threshold."""
         await conn.execute(_ENSURE, (report.tenant_id, report.period_start))
-        cursor = await conn.execute(_ADD_SPENT, (report.consumed, report.tenant_id, report.period_start))
+        cursor = await conn.execute(_LOCK, (report.tenant_id, report.period_start))
         row = await cursor.fetchone()
-        return Decimal(row["spent"]), int(row["last_threshold"])
+        return int(row["last_threshold"])
+
+    @staticmethod
+    async def _spent(conn: psycopg.AsyncConnection, holder: str, report: Report) -> tuple[Decimal, Decimal, Decimal]:
+        """Spend from its one source: the ledger's rollups plus every live holder's pending spend;
+        and what the others hold, and of that their pending spend."""
+        ledger = await _scalar(conn, *derived_spend_query(report.tenant_id, report.period_start))
+        cursor = await conn.execute(_OTHERS, (report.tenant_id, report.period_start, holder))
+        row = await cursor.fetchone()
+        others, others_pending = Decimal(row["held"]), Decimal(row["pending"])
+        return ledger + others_pending + report.pending, others, others_pending
 
 
 async def _scalar(conn: psycopg.AsyncConnection, query: str, params: tuple) -> Decimal:

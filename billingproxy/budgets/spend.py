@@ -12,7 +12,7 @@ from billingproxy.metering import ZERO
 
 __all__ = ["DERIVED_SPEND_SQL", "derived_spend_query", "period_status"]
 
-# What the usage rows say was spent: catches reports lost with a crashed instance.
+# What the usage rows say was spent (the ledger; rollups kept with the rows).
 DERIVED_SPEND_SQL = """SELECT coalesce(sum(cost_usd), 0) AS spent FROM usage_daily
     WHERE tenant_id = %s AND day >= (%s AT TIME ZONE 'UTC')::date"""
 # The same for a key or an end user, from the attribution rollup (migration 0015): one range scan.
@@ -30,19 +30,18 @@ def derived_spend_query(scope: str, start: datetime) -> tuple[str, tuple]:
 
 def period_status(conn: psycopg.Connection, tenant_id: str, start: datetime, budget: Decimal | None) -> dict:
     """Spend, reserved (slices held by live instances) and remaining, for the CLI and admin API.
-    ``tenant_id`` may be any budget scope (billingproxy.budgets.scopes).
+    ``tenant_id`` may be any budget scope (billingproxy.budgets.scopes). Spend is the usage
+    ledger's plus what live instances settled and have not written yet (their pending).
 
     ``conn`` must return dict rows (billingproxy.db.connect does).
     """
-    reported = conn.execute(
-        "SELECT spent FROM budget_spend WHERE tenant_id = %s AND period_start = %s", (tenant_id, start)
-    ).fetchone()
-    derived = conn.execute(*derived_spend_query(tenant_id, start)).fetchone()["spent"]
+    ledger = conn.execute(*derived_spend_query(tenant_id, start)).fetchone()["spent"]
     held = conn.execute(
-        """SELECT coalesce(sum(amount), 0) AS held FROM budget_leases
+        """SELECT coalesce(sum(amount), 0) AS held, coalesce(sum(pending), 0) AS pending FROM budget_leases
            WHERE tenant_id = %s AND period_start = %s AND expires_at > now()""",
         (tenant_id, start),
-    ).fetchone()["held"]
-    spent = max(reported["spent"] if reported else ZERO, derived)
-    remaining = None if budget is None else max(budget - spent - held, ZERO)
-    return {"period_start": start, "spent_usd": spent, "reserved_usd": held, "remaining_usd": remaining}
+    ).fetchone()
+    spent = ledger + held["pending"]
+    reserved = held["held"] - held["pending"]
+    remaining = None if budget is None else max(budget - spent - reserved, ZERO)
+    return {"period_start": start, "spent_usd": spent, "reserved_usd": reserved, "remaining_usd": remaining}

@@ -10,6 +10,9 @@
 
 Nothing is dropped: a record is in the queue, in the database, or in a spill file, and writing
 one twice is harmless (the primary key on request id and start time).
+
+``on_written`` hears the request ids of every committed batch (called on the writer thread): the
+budgets count a settled request as pending spend until its row is in the ledger.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 import psycopg
 
@@ -49,6 +53,7 @@ class UsageWriter:
         self._thread: threading.Thread | None = None
         self.written = 0
         self.failures = 0
+        self.on_written: Callable[[list[str]], None] | None = None
 
     # ---- request path ------------------------------------------------------------------
 
@@ -100,8 +105,16 @@ class UsageWriter:
         self.store.write(self._connection(), self._inflight)
         written = len(self._inflight)
         self.written += written
+        self._committed(self._inflight)
         self._inflight = []
         return written
+
+    def _committed(self, records: list[UsageRecord]) -> None:
+        if self.on_written is not None and records:
+            try:
+                self.on_written([record.request_id for record in records])
+            except Exception:  # the rows are written; a listener's failure must not rewrite them
+                log.exception("usage writer listener failed")
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
@@ -128,8 +141,10 @@ class UsageWriter:
                 batch.append(record)
                 if len(batch) >= self.settings.max_batch:
                     self.store.write(conn, batch)
+                    self._committed(batch)
                     batch = []
             self.store.write(conn, batch)
+            self._committed(batch)
             path.unlink()
             log.info("re-ingested spill file %s", path.name)
 

@@ -175,9 +175,12 @@ def budgets() -> BudgetManager:
         call_in_wait_s=settings().budget_call_in_s,
     )
     # At SIGTERM the unreserved slices go back to the store at once, the reserved ones as their
-    # requests settle; spend is also derived from the usage rows the writer flushes, and whatever
-    # this instance still holds at exit expires within the lease TTL (10 s).
+    # requests settle; whatever this instance still holds at exit expires within the lease TTL (10 s).
     loop = asyncio.get_running_loop()
+    if settings().write_usage:
+        # Spend is the ledger: a settled request stays pending in our leases until its row is
+        # committed (the writer's thread tells the loop).
+        writer().on_written = lambda ids: loop.call_soon_threadsafe(manager.written, ids)
     _budget_tasks.append(loop.create_task(_run_budgets(manager), name="billingproxy-budgets"))
     if manager.call_in is not None:  # other instances' call-ins reach us here
         follower = call_in.follow(manager, database_url())

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import psycopg
 import pytest
 import redis
 import redis.asyncio as aioredis
@@ -17,7 +19,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from billingproxy.budgets import BudgetExceeded, BudgetManager, PostgresBudgetStore, call_in
 from billingproxy.budgets.redis_store import RedisBudgetStore
-from billingproxy.metering import COST_QUANTUM
+from billingproxy.budgets.spend import derived_spend_query
+from billingproxy.metering import COST_QUANTUM, UsageRecord, UsageStore
 from billingproxy.tenants import period_start
 from tests.integration.test_budgets import redis_available
 
@@ -39,7 +42,8 @@ async def scenario(database_url: str, draining: bool) -> tuple[Decimal, Decimal,
         await manager.reserve("b", tenant, Decimal(10), "monthly", Decimal("0.5"))
         manager.settle("a", Decimal("0.1"))
         await manager.flush()
-        busy = await held_by(pool, tenant, manager.holder)  # the slice (1.0) less what "a" spent
+        # The slice (1.0): "a"'s 0.1 is spent, pending until its row is written (never, here).
+        busy = await held_by(pool, tenant, manager.holder)
         if draining:
             await manager.hand_back()  # SIGTERM: only "b"'s reservation is still held
             kept = await held_by(pool, tenant, manager.holder)
@@ -59,12 +63,12 @@ async def scenario(database_url: str, draining: bool) -> tuple[Decimal, Decimal,
 
 def test_an_idle_holder_hands_its_slice_back(database_url):
     busy, _, after = asyncio.run(scenario(database_url, draining=False))
-    assert busy == Decimal("0.9") and after == 0
+    assert busy == Decimal("1.0") and after == Decimal("0.2")  # only the pending spend stays
 
 
 def test_hand_back_keeps_only_what_requests_in_flight_reserved(database_url):
     busy, kept, after = asyncio.run(scenario(database_url, draining=True))
-    assert busy == Decimal("0.9") and kept == Decimal("0.5") and after == 0
+    assert busy == Decimal("1.0") and kept == Decimal("0.6") and after == Decimal("0.2")
 
 
 async def held(kind: str, pool: AsyncConnectionPool, scope: str, holder: str) -> Decimal:
@@ -110,7 +114,7 @@ async def call_in_scenario(
             await a.reserve("a1", tenant, Decimal(10), "monthly", Decimal("0.5"))
             a.settle("a1", Decimal("0.1"))
             await a.flush()
-            assert await held(kind, pool, tenant, a.holder) == Decimal("0.9")
+            assert await held(kind, pool, tenant, a.holder) == Decimal("1.0")  # 0.1 of it spent, pending
             # The follower listens once a call-in reaches it: one for another scope first (A's
             # slice of it, 1.0, goes back but for the 0.5 reserved).
             probe = f"probe-{tenant}"
@@ -138,13 +142,13 @@ async def call_in_scenario(
 def test_a_refused_request_calls_idle_slices_in_and_is_admitted(database_url, kind):
     admitted, took, a_holds, calls = asyncio.run(call_in_scenario(database_url, 2.0, kind))
     print(f"admitted after a call-in in {took:.3f} s")
-    assert admitted and a_holds == 0 and calls == 1
+    assert admitted and a_holds == Decimal("0.1") and calls == 1  # A keeps only its pending spend
     assert took < 2.0
 
 
 def test_without_call_in_the_idle_slice_stays_in_the_way(database_url):
     admitted, _, a_holds, calls = asyncio.run(call_in_scenario(database_url, wait_s=0))
-    assert not admitted and a_holds == Decimal("0.9") and calls == 0
+    assert not admitted and a_holds == Decimal("1.0") and calls == 0
 
 
 async def busy_holder_scenario(database_url: str) -> tuple[float, float, int]:
@@ -177,3 +181,75 @@ def test_a_call_in_that_frees_nothing_is_not_repeated_at_once(database_url):
     print(f"refused after a fruitless call-in in {first:.3f} s, the next refusal in {second:.3f} s")
     assert calls == 1
     assert first >= 0.3 > second
+
+
+def ledger_row(request_id: str, tenant: str, cost: Decimal) -> UsageRecord:
+    now = datetime.now(UTC)
+    return UsageRecord.from_json(
+        dict(
+            request_id=request_id, tenant_id=tenant, api_key_id="key_x", model="gpt-4o-mini",
+            model_group="gpt-4o-mini", provider="openai", call_type="acompletion", prompt_tokens=1,
+            completion_tokens=1, cached_tokens=0, reasoning_tokens=0, total_tokens=2, cost_usd=cost,
+            latency_ms=10, status="success", http_status=200, error_type=None, stream=False, cache_hit=False,
+            customer_id=None, trace_id=None, start_time=now, end_time=now, end_user=None, tags=[],
+        )
+    )  # fmt: skip
+
+
+async def dead_holder_scenario(database_url: str, kind: str) -> tuple[bool, Decimal]:
+    """A settles 4 of a budget of 10, its row reaches the ledger, and A dies before telling the
+    store anything more (SIGKILL); B has settled 4 whose row is not written yet. Counting the
+    store's reports (B's) or the ledger (A's) alone, the larger is 4 and B could be granted 3
+    more; spend from one source (ledger 4 + B's pending 4) leaves 2, so B is refused."""
+    tenant = f"tn_ledger_{uuid.uuid4().hex[:10]}"
+    budget, start = Decimal(10), period_start("monthly")
+    async with AsyncConnectionPool(database_url, min_size=1, max_size=4, kwargs={"row_factory": dict_row}) as pool:
+        store = budget_store(kind, pool)
+        store.lease_ttl = timedelta(seconds=1)  # A's lease expires soon after it dies
+        a = BudgetManager(store, f"a-{tenant}", slice_fraction=Decimal("0.4"))
+        b = BudgetManager(store, f"b-{tenant}", slice_fraction=Decimal("0.4"))
+        await a.reserve("a1", tenant, budget, "monthly", Decimal(4))
+        await b.reserve("b1", tenant, budget, "monthly", Decimal(4))
+        a.settle("a1", Decimal(4))
+        b.settle("b1", Decimal(4))
+        await b.flush()  # B's report: its 4 are pending (not written)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            UsageStore().write(conn, [ledger_row("a1", tenant, Decimal(4))])  # A's row is written...
+        # ... and A dies: no `written`, no report; its lease expires.
+        deadline = time.monotonic() + 10
+        while await lease_alive(kind, pool, tenant, a.holder):
+            assert time.monotonic() < deadline, "A's lease never expired"
+            await asyncio.sleep(0.1)  # poll interval
+        try:
+            await b.reserve("b2", tenant, budget, "monthly", Decimal(3))
+            admitted = True
+        except BudgetExceeded:
+            admitted = False
+        return admitted, await _ledger(pool, tenant, start)
+
+
+async def lease_alive(kind: str, pool: AsyncConnectionPool, scope: str, holder: str) -> bool:
+    """Whether the store still counts ``holder``'s lease of ``scope`` this month."""
+    if kind == "postgres":
+        async with pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT 1 FROM budget_leases WHERE tenant_id = %s AND holder = %s AND expires_at > now()",
+                (scope, holder),
+            )
+            return await cursor.fetchone() is not None
+    key = f"billingproxy:budget:{scope}:{int(period_start('monthly').timestamp())}:expiry"
+    expiry = redis.Redis(host="127.0.0.1", port=6379).zscore(key, holder)
+    return expiry is not None and expiry > time.time()
+
+
+async def _ledger(pool: AsyncConnectionPool, tenant: str, start: datetime) -> Decimal:
+    async with pool.connection() as conn:
+        cursor = await conn.execute(*derived_spend_query(tenant, start))
+        return Decimal((await cursor.fetchone())["spent"])
+
+
+@pytest.mark.parametrize("kind", ["postgres", "redis"])
+def test_spend_has_one_source_the_ledger_plus_pending_so_a_dead_holder_costs_no_overshoot(database_url, kind):
+    admitted, ledger = asyncio.run(dead_holder_scenario(database_url, kind))
+    assert ledger == 4  # A's row, in the rollup
+    assert not admitted  # 10 - 4 (ledger) - 4 (B's pending) = 2 < 3

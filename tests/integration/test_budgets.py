@@ -202,7 +202,7 @@ def test_200_concurrent_requests_cannot_overspend_two_proxies_sharing_redis(
 
 def test_a_redis_that_lost_its_data_does_not_reset_the_budget(tmp_path, upstream, database_url, store, conn):
     """The tenant's keys vanish mid-period (Redis restarted without persistence, evicted, failed
-    over to an empty replica): the store re-seeds from PostgreSQL instead of counting from 0."""
+    over to an empty replica): spend is the ledger in PostgreSQL, so nothing starts again from 0."""
     env = redis_proxy_env(database_url, BILLINGPROXY_WRITER_INTERVAL_MS="100")
     proxy = ProxyProcess(tmp_path / "r", test_config(upstream.base_url), env).start()
     client = redis.Redis(host="127.0.0.1", port=6379)
@@ -263,9 +263,11 @@ def test_budget_threshold_lines_appear_once_per_crossing(proxy, store, conn):
     conn.commit()
     for _ in range(3):  # more refused requests change nothing
         httpx.post(proxy.url + "/v1/chat/completions", json=quick, headers=headers)
-    wait_until(  # at least one more report has reached the store since
+    wait_until(  # the store has heard from the instance since, with every settled row written
         lambda: conn.execute(
-            "SELECT 1 FROM budget_spend WHERE tenant_id = %s AND updated_at > %s", (tenant.id, mark)
+            """SELECT 1 FROM budget_leases WHERE tenant_id = %s AND pending = 0
+               AND expires_at - interval '10 seconds' > %s""",
+            (tenant.id, mark),
         ).fetchone(),
         timeout=10,
         what="a later budget report",

@@ -56,7 +56,9 @@ async def test_settle_settles_every_level_with_the_real_cost():
     assert reservation is not None and len(reservation.leases) == 2
     manager.settle("r1", Decimal("0.5"))
     for lease in reservation.leases:
-        assert (lease.reserved, lease.consumed, lease.available) == (0, Decimal("0.5"), Decimal("9.5"))
+        assert (lease.reserved, lease.pending, lease.available) == (0, Decimal("0.5"), Decimal("9.5"))
+    manager.written(["r1", "unknown"])  # the row is in the ledger now: no longer pending here
+    assert [lease.pending for lease in reservation.leases] == [0, 0]
     assert await manager.reserve_levels("r2", [], ONE) is None  # no level applies: nothing reserved
 
 
@@ -168,8 +170,13 @@ async def test_flush_reports_only_leases_with_news_and_renews_idle_ones_rarely(m
     manager = BudgetManager(store, "h", slice_fraction=Decimal("0.5"))
     for i in range(3):
         await manager.reserve_levels(f"r{i}", [("end_user", f"end_user:tn_1:u{i}", Decimal(10), "daily")], ONE)
-    manager.settle("r0", Decimal("0.5"))  # u0 spent: reported; u1 settled at 0: holding unchanged; u2 in flight
+    # u0 spent: its holding is unchanged (the cost moved from reserved to pending) until its row is
+    # written, then reported; u1 settled at 0: holding unchanged; u2 in flight.
+    manager.settle("r0", Decimal("0.5"))
     manager.settle("r1", Decimal(0))
+    await manager.flush()
+    assert store.reported == []
+    manager.written(["r0"])
     await manager.flush()
     assert store.reported == ["end_user:tn_1:u0"]
     store.reported.clear()

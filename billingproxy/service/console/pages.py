@@ -185,7 +185,7 @@ def totals(series: list[dict]) -> dict[str, Any]:
 def tenants_with_spend(conn: psycopg.Connection, now: datetime) -> list[dict]:
     """Every tenant with its spend this budget period, held (reserved) and remaining budget.
 
-    Spend is max(budget_spend, usage rollup), as the budget store itself counts it."""
+    Spend is the usage rollup plus live instances' pending spend, as the budget store counts it."""
     # One range scan of the month's rollup rows (contiguous on the (day, tenant, model) key), not a
     # lookup per tenant (a tenant's rollup rows are spread over the table); all-time sums only for
     # tenants with a 'total' budget.
@@ -198,7 +198,8 @@ def tenants_with_spend(conn: psycopg.Connection, now: datetime) -> list[dict]:
                SELECT tenant_id, sum(cost_usd) AS cost FROM usage_daily
                WHERE tenant_id IN (SELECT id FROM tenants WHERE budget_period = 'total') GROUP BY tenant_id),
            held AS (
-               SELECT tenant_id, period_start, sum(amount) AS held FROM budget_leases
+               SELECT tenant_id, period_start, sum(amount - pending) AS held, sum(pending) AS pending
+               FROM budget_leases
                WHERE expires_at > now() GROUP BY tenant_id, period_start),
            t AS (
                SELECT id, name, status, budget_usd, budget_period, stripe_customer_id, price_multiplier, created_at,
@@ -207,13 +208,11 @@ def tenants_with_spend(conn: psycopg.Connection, now: datetime) -> list[dict]:
                                          ELSE %(epoch)s::timestamptz END AS period_start
                FROM tenants)
            SELECT t.*,
-                  greatest(coalesce(bs.spent, 0),
-                           coalesce(CASE t.budget_period WHEN 'monthly' THEN m.cost WHEN 'daily' THEN m.today_cost
-                                    ELSE a.cost END, 0)) AS spent_usd,
+                  coalesce(CASE t.budget_period WHEN 'monthly' THEN m.cost WHEN 'daily' THEN m.today_cost
+                           ELSE a.cost END, 0) + coalesce(h.pending, 0) AS spent_usd,
                   coalesce(h.held, 0) AS reserved_usd, coalesce(m.cost, 0) AS month_cost_usd,
                   coalesce(m.requests, 0)::bigint AS month_requests
            FROM t
-           LEFT JOIN budget_spend bs ON bs.tenant_id = t.id AND bs.period_start = t.period_start
            LEFT JOIN m ON m.tenant_id = t.id
            LEFT JOIN alltime a ON a.tenant_id = t.id
            LEFT JOIN held h ON h.tenant_id = t.id AND h.period_start = t.period_start
