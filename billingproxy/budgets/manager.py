@@ -121,6 +121,9 @@ class Lease:
     told_holding: Decimal = ZERO  # what the store last recorded this holder as holding
     told_at: float = 0.0  # monotonic time before the last store call that renewed this lease
     called_in_until: float = 0.0  # a call-in for this scope freed nothing: none again until then
+    # Rows of ours reached the ledger since the last report: the next flush reports (thresholds are
+    # checked on the ledger in reports), even when a refill already told the store the new holding.
+    ledger_grew: bool = False
 
 
 def _take_report(lease: Lease) -> Report:
@@ -347,6 +350,7 @@ class BudgetManager:
                 leases, actual = entry
                 for lease in leases:
                     lease.pending -= actual
+                    lease.ledger_grew = True
 
     # background
 
@@ -385,7 +389,15 @@ class BudgetManager:
             for lease in leases:
                 await stack.enter_async_context(lease.lock)
             reports = [_take_report(lease) for lease in leases]
-            crossed = await self.store.report(self.holder, reports)
+            grew = [lease.ledger_grew for lease in leases]
+            for lease in leases:  # cleared before the store reads the ledger: a later write sets it again
+                lease.ledger_grew = False
+            try:
+                crossed = await self.store.report(self.holder, reports)
+            except BaseException:
+                for lease, flag in zip(leases, grew, strict=True):
+                    lease.ledger_grew = lease.ledger_grew or flag
+                raise
             for lease, report in zip(leases, reports, strict=True):
                 lease.told_holding, lease.told_at = report.holding, now
         for tenant_id, threshold, spent in crossed:
@@ -420,10 +432,10 @@ def _others_in_the_way(grant: Grant, lease: Lease, need: Decimal) -> bool:
 
 
 def _due(lease: Lease, now: float, renew_idle_s: float) -> bool:
-    """Whether the store must hear from this lease now: a holding that changed (settled spend
-    written, a slice handed back…; thresholds are checked in reports) or a held slice to renew."""
+    """Whether the store must hear from this lease now: rows of ours written (thresholds are checked
+    on the ledger in reports), a holding that changed (a slice handed back…) or a held slice to renew."""
     holding = _holding(lease)
-    if holding != lease.told_holding:
+    if lease.ledger_grew or holding != lease.told_holding:
         return True
     return holding > 0 and now - lease.told_at >= renew_idle_s
 

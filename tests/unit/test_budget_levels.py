@@ -188,6 +188,27 @@ async def test_flush_reports_only_leases_with_news_and_renews_idle_ones_rarely(m
     assert sorted(store.reported) == [f"end_user:tn_1:u{i}" for i in range(3)]  # held slices renewed
 
 
+async def test_rows_written_are_reported_even_when_a_refill_already_told_the_store_the_holding():
+    """Thresholds are checked on the ledger in reports. A row written, then a refill (which sets
+    the store's view of the holding to the new one) before the next flush: that flush still
+    reports, or the crossing would never be announced (a sequential client refills every request)."""
+    scope = "tn_1"
+    store = CountingStore({scope: Decimal(10)})
+    manager = BudgetManager(store, "h", slice_fraction=Decimal("0.1"))
+    level = [("tenant", scope, Decimal(10), "monthly")]
+    await manager.reserve_levels("r0", level, ONE)
+    manager.settle("r0", ONE)
+    manager.written(["r0"])  # its row is in the ledger now
+    await manager.reserve_levels("r1", level, Decimal(2))  # a refill: the store hears the holding
+    (lease,) = manager._leases.values()
+    assert lease.told_holding == lease.reserved + lease.available  # nothing new by holding alone
+    await manager.flush()
+    assert store.reported == [scope]
+    store.reported.clear()
+    await manager.flush()
+    assert store.reported == []  # reported once, not every flush
+
+
 async def test_with_a_minimum_every_level_holds_the_smallest_room_left():
     store = MemoryStore({"key:tn_1:k": Decimal(10), "tn_1": Decimal(3)})
     manager = BudgetManager(store, "h", slice_fraction=Decimal(1))
