@@ -16,8 +16,14 @@ a request is admitted only against a slice, so admitted maximum costs never exce
 *Spent* has one source, the usage ledger: what the rollups of the written rows say, plus what
 each live holder has settled and not yet seen written (``pending``, part of what it holds). A
 settled request's cost stays in its holder's lease until the writer reports its row committed
-(``written``), then it is in the rollups; so nothing is counted in neither place, and a dead
-holder's unwritten spend is the only spend that can go missing (until its stdout is replayed).
+(``written``), then it is in the rollups; so nothing is counted in neither place.
+
+A dead holder's unwritten spend and requests in flight are the only spend that can go missing,
+so a lease that expires unreleased (its holder was killed) stays *in doubt*, whole (the store
+cannot tell what of the slice was reserved since the last report): counted as spent until
+``usage audit`` has put that holder's requests on the ledger (billingproxy.budgets.doubt), or for
+30 minutes. A holder that exits normally releases its leases after its last rows are written
+(``closing_reports``, the store's ``release``), so a deploy leaves nothing in doubt.
 
 A request refused while other instances hold enough *calls their slices in* (``call_in``, a
 message to every instance): each holder hands back what its requests in flight have not
@@ -102,6 +108,11 @@ class BudgetStore(Protocol):
         """Apply reports; returns (tenant, threshold %, spent) for thresholds newly crossed."""
         ...
 
+    async def release(self, holder: str, reports: list[Report]) -> None:
+        """End these leases now (exit); what each report still holds (rows not written, requests
+        never settled) stays in doubt, the rest of the slice is free at once."""
+        ...
+
 
 # ---- this instance's view ----------------------------------------------------------------
 
@@ -128,7 +139,13 @@ class Lease:
 
 def _take_report(lease: Lease) -> Report:
     """Snapshot for the store (no await in between)."""
-    return Report(lease.tenant_id, lease.period_start, lease.budget, _holding(lease), max(lease.pending, ZERO))
+    return Report(
+        lease.tenant_id,
+        lease.period_start,
+        lease.budget,
+        _holding(lease),
+        max(lease.pending, ZERO),
+    )
 
 
 def _holding(lease: Lease) -> Decimal:
@@ -375,6 +392,13 @@ class BudgetManager:
         Their reservations come back as they settle (the background flush keeps reporting)."""
         self.draining = True
         await self.flush()
+
+    def closing_reports(self) -> list[Report]:
+        """At exit, once the writer has drained: what each lease the store knows still keeps (spend
+        whose row was spilled, not written; requests never settled), for the store to release."""
+        for lease in self._leases.values():
+            lease.available = ZERO
+        return [_take_report(lease) for lease in self._leases.values() if lease.told_at]
 
     async def flush(self) -> None:
         """Report settled spend and renew slices; announce thresholds crossed (once each)."""

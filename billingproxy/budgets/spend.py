@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import psycopg
@@ -10,7 +10,12 @@ import psycopg
 from billingproxy.budgets.scopes import parse_scope
 from billingproxy.metering import ZERO
 
-__all__ = ["DERIVED_SPEND_SQL", "derived_spend_query", "period_status"]
+__all__ = ["DERIVED_SPEND_SQL", "IN_DOUBT", "derived_spend_query", "period_status"]
+
+# A dead holder's unwritten spend and requests in flight count this long after its lease expired,
+# unless `usage audit` releases them sooner (billingproxy.budgets.doubt): the stale-reservation
+# timeout, the longest a request may run, so a replay or audit within it keeps spend in the budget.
+IN_DOUBT = timedelta(minutes=30)
 
 # What the usage rows say was spent (the ledger; rollups kept with the rows).
 DERIVED_SPEND_SQL = """SELECT coalesce(sum(cost_usd), 0) AS spent FROM usage_daily
@@ -31,17 +36,26 @@ def derived_spend_query(scope: str, start: datetime) -> tuple[str, tuple]:
 def period_status(conn: psycopg.Connection, tenant_id: str, start: datetime, budget: Decimal | None) -> dict:
     """Spend, reserved (slices held by live instances) and remaining, for the CLI and admin API.
     ``tenant_id`` may be any budget scope (billingproxy.budgets.scopes). Spend is the usage
-    ledger's plus what live instances settled and have not written yet (their pending).
+    ledger's plus what live instances settled and have not written yet (their pending), plus what
+    killed instances left in doubt (``in_doubt_usd``, part of it; billingproxy.budgets.doubt).
 
     ``conn`` must return dict rows (billingproxy.db.connect does).
     """
     ledger = conn.execute(*derived_spend_query(tenant_id, start)).fetchone()["spent"]
     held = conn.execute(
-        """SELECT coalesce(sum(amount), 0) AS held, coalesce(sum(pending), 0) AS pending FROM budget_leases
-           WHERE tenant_id = %s AND period_start = %s AND expires_at > now()""",
-        (tenant_id, start),
+        """SELECT coalesce(sum(amount) FILTER (WHERE expires_at > now()), 0) AS held,
+                  coalesce(sum(pending) FILTER (WHERE expires_at > now()), 0) AS pending,
+                  coalesce(sum(amount) FILTER (WHERE expires_at <= now()), 0) AS in_doubt
+           FROM budget_leases WHERE tenant_id = %s AND period_start = %s AND expires_at > now() - %s""",
+        (tenant_id, start, IN_DOUBT),
     ).fetchone()
-    spent = ledger + held["pending"]
+    spent = ledger + held["pending"] + held["in_doubt"]
     reserved = held["held"] - held["pending"]
     remaining = None if budget is None else max(budget - spent - reserved, ZERO)
-    return {"period_start": start, "spent_usd": spent, "reserved_usd": reserved, "remaining_usd": remaining}
+    return {
+        "period_start": start,
+        "spent_usd": spent,
+        "reserved_usd": reserved,
+        "remaining_usd": remaining,
+        "in_doubt_usd": held["in_doubt"],
+    }

@@ -150,10 +150,13 @@ def usage_replay(
 @click.option("--until", type=click.DateTime(), required=True, help="Admitted until (UTC), exclusive.")
 @json_option
 def usage_audit(files: tuple[str, ...], since: datetime, until: datetime, as_json: bool) -> None:
-    """Write an `interrupted` row for every request admitted in [since, until) (an "admitted" line
-    in the proxies' stdout exports) that has no request line and no row: the instance died between
-    the provider call and the record. Cost per BILLINGPROXY_INTERRUPTED_POLICY. Idempotent."""
-    from billingproxy.config import interrupted_policy
+    """Put every request admitted in [since, until) (an "admitted" line in the proxies' stdout
+    exports) on the ledger: its request line's row if the files have one, else an `interrupted` row
+    (the instance died between the provider call and the record; cost per
+    BILLINGPROXY_INTERRUPTED_POLICY). Then releases the budget doubt of the instances read whose
+    leases expired by --until (killed). Idempotent."""
+    from billingproxy.budgets.doubt import release_dead_holders
+    from billingproxy.config import ProxySettings, interrupted_policy
     from billingproxy.metering import PriceTable
     from billingproxy.metering.audit import audit_files
 
@@ -161,11 +164,23 @@ def usage_audit(files: tuple[str, ...], since: datetime, until: datetime, as_jso
     if end <= start:
         raise click.UsageError("--until must be after --since")
     result = audit_files(database_url(), files, start, end, PriceTable.from_config(), interrupted_policy())
-    counts = {"admitted": result.admitted, "completed": result.completed, "interrupted": result.interrupted}
+    settings = ProxySettings.from_env()
+    redis_url = settings.redis_url if settings.budget_store == "redis" else None
+    # Every request of these instances up to `until` is on the ledger now: a killed one's budget
+    # doubt (its lease expired by `until`) is no longer needed.
+    released = release_dead_holders(database_url(), list(result.instances), end, redis_url)
+    counts = {
+        "admitted": result.admitted,
+        "completed": result.completed,
+        "interrupted": result.interrupted,
+        "replayed": result.replayed,
+        "budget_doubt_released": released,
+    }
     emit(
         counts,
         as_json,
         lambda: click.echo(
-            f"admitted {result.admitted}, completed {result.completed}, written as interrupted {result.interrupted}"
+            f"admitted {result.admitted}, completed {result.completed} ({result.replayed} rows replayed), "
+            f"written as interrupted {result.interrupted}; budget doubt released on {released} leases"
         ),
     )

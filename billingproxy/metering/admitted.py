@@ -5,10 +5,11 @@ and no request line. ``usage replay`` and ``usage audit`` turn such an admitted 
 with status ``interrupted`` and an estimated cost (``interrupted_record``), so every call the
 provider may bill us for is on the ledger.
 
-The line holds the request id, tenant, key, model, call type, stream flag, reservation and a
-prompt size (characters of the text parts: counting tokens with a tokenizer here would cost
-~0.1-0.25 ms per request on the request path, measured; the audit divides by 4 instead and flags
-the row as estimated). Never prompt text. Written to stdout like the request line: no network.
+The line holds the request id, tenant, key, model, call type, stream flag, reservation, the
+instance (its budget holder id) and a prompt size (characters of the text parts: counting tokens
+with a tokenizer here would cost ~0.1-0.25 ms per request on the request path, measured; the
+audit divides by 4 instead and flags the row as estimated). Never prompt text. Written to stdout
+like the request line: no network.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def emit(
     call_type: str,
     body: Mapping[str, Any],
     reservation: Decimal | None,
+    instance: str | None = None,
 ) -> None:
     line = {
         "severity": "INFO",
@@ -72,6 +74,7 @@ def emit(
         "prompt_chars": prompt_chars(body),
         "reservation_usd": None if reservation is None else str(reservation),
         "start_time": datetime.now(UTC).isoformat(),
+        "instance": instance,  # the budget holder: `usage audit` releases a killed one's doubt
     }
     sys.stdout.write(json.dumps(line, separators=(", ", ": ")) + "\n")
     sys.stdout.flush()
@@ -88,6 +91,7 @@ class Admitted:
     stream: bool
     prompt_chars: int
     start_time: datetime
+    instance: str | None = None
 
     @classmethod
     def from_line(cls, data: Mapping[str, Any]) -> Admitted:
@@ -101,6 +105,7 @@ class Admitted:
             stream=bool(data.get("stream")),
             prompt_chars=int(data.get("prompt_chars") or 0),
             start_time=parse_time(data["start_time"]),
+            instance=data.get("instance"),
         )
 
 

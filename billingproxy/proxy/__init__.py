@@ -141,7 +141,8 @@ async def admit_request(
         inflight.begin(request_id, body, auth_meta)
         if runtime.settings().request_log:
             # Before the upstream call: a crash from here on still leaves a trace to bill (usage audit).
-            admitted.emit(request_id, auth_meta or {}, str(body.get("model")), call_type, body, None)
+            model = str(body.get("model"))
+            admitted.emit(request_id, auth_meta or {}, model, call_type, body, None, runtime.instance_id())
 
 
 def warm_tokenizer() -> None:

@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Callable
 from functools import cache
 
 import psycopg
@@ -163,9 +164,16 @@ _budget_tasks: list[asyncio.Task] = []
 
 
 @cache
+def instance_id() -> str:
+    """This process: its budget leases' holder, named on its admitted lines (``usage audit``
+    releases a killed instance's budget doubt by it)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@cache
 def budgets() -> BudgetManager:
     """The process's budget manager; its background task reports spend and renews slices."""
-    holder = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    holder = instance_id()
     url = settings().budget_webhook_url
     manager = BudgetManager(
         _budget_store(),
@@ -180,13 +188,49 @@ def budgets() -> BudgetManager:
     if settings().write_usage:
         # Spend is the ledger: a settled request stays pending in our leases until its row is
         # committed (the writer's thread tells the loop).
-        writer().on_written = lambda ids: loop.call_soon_threadsafe(manager.written, ids)
+        writer().on_written = _tell_budgets(manager, loop)
     _budget_tasks.append(loop.create_task(_run_budgets(manager), name="billingproxy-budgets"))
     if manager.call_in is not None:  # other instances' call-ins reach us here
         follower = call_in.follow(manager, database_url())
         _budget_tasks.append(loop.create_task(follower, name="billingproxy-budget-call-in"))
     shutdown.on_signal("budget-hand-back", manager.hand_back)
+    shutdown.on_exit("budget-release", _release_budgets, order=20)  # after the writer's drain
     return manager
+
+
+def _tell_budgets(manager: BudgetManager, loop: asyncio.AbstractEventLoop) -> Callable[[list[str]], None]:
+    """The writer's thread reports committed rows to the budgets in their loop; at exit, once the
+    server's loop has closed, directly (nothing else runs then)."""
+
+    def written(ids: list[str]) -> None:
+        try:
+            loop.call_soon_threadsafe(manager.written, ids)
+        except RuntimeError:  # the loop is closed
+            manager.written(ids)
+
+    return written
+
+
+async def _release_budgets() -> None:
+    """At exit: end our leases now, so the slices are free at once and nothing written is left in
+    doubt. The server's loop (and its pool) is gone: a store of its own on this loop."""
+    reports = budgets().closing_reports()
+    if not reports:
+        return
+    if settings().budget_store == "redis":
+        import redis.asyncio as aioredis
+
+        from billingproxy.budgets.redis_store import RedisBudgetStore
+
+        client = aioredis.from_url(settings().redis_url, socket_timeout=2, socket_connect_timeout=2)
+        async with client:
+            release = RedisBudgetStore(client, pool()).release(instance_id(), reports)
+            await asyncio.wait_for(release, shutdown.drain_timeout(2.0))
+        return
+    async with db.async_pool(database_url(), application_name="billingproxy-exit", max_size=1) as exit_pool:
+        await asyncio.wait_for(
+            PostgresBudgetStore(exit_pool).release(instance_id(), reports), shutdown.drain_timeout(2.0)
+        )
 
 
 def _budget_store() -> BudgetStore:

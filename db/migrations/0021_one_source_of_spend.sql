@@ -3,6 +3,10 @@
 -- holder has settled but not yet seen written. That last part is a holder's `pending`, recorded
 -- with its lease so other instances count it as spend, not as a slice it could hand back.
 ALTER TABLE budget_leases ADD COLUMN pending numeric(24, 10) NOT NULL DEFAULT 0 CHECK (pending >= 0);
+-- A lease that expires unreleased (its holder was killed) leaves its whole amount *in doubt*: it
+-- counts as spent for 30 minutes, or until `usage audit` has put that holder's requests on the
+-- ledger and zeroes it. A holder that exits normally releases its leases (expires_at = now(),
+-- amount = what is still unwritten) after its last rows are written.
 -- budget_spend.spent was the sum of the holders' reports, which a crash could cut short; since
 -- this migration nothing writes or reads it (instances of the previous release still add to it
 -- while a rollout replaces them). It is dropped by a later migration; last_threshold stays.

@@ -18,9 +18,10 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from billingproxy.budgets import BudgetExceeded, BudgetManager, PostgresBudgetStore, call_in
+from billingproxy.budgets.doubt import release_dead_holders
 from billingproxy.budgets.redis_store import RedisBudgetStore
 from billingproxy.budgets.spend import derived_spend_query
-from billingproxy.metering import COST_QUANTUM, UsageRecord, UsageStore
+from billingproxy.metering import COST_QUANTUM, ZERO, UsageRecord, UsageStore
 from billingproxy.tenants import period_start
 from tests.integration.test_budgets import redis_available
 
@@ -253,3 +254,62 @@ def test_spend_has_one_source_the_ledger_plus_pending_so_a_dead_holder_costs_no_
     admitted, ledger = asyncio.run(dead_holder_scenario(database_url, kind))
     assert ledger == 4  # A's row, in the rollup
     assert not admitted  # 10 - 4 (ledger) - 4 (B's pending) = 2 < 3
+
+
+async def reserve_ok(manager: BudgetManager, request_id: str, tenant: str, amount: str) -> bool:
+    try:
+        await manager.reserve(request_id, tenant, Decimal(10), "monthly", Decimal(amount))
+    except BudgetExceeded:
+        return False
+    return True
+
+
+async def killed_holder_scenario(database_url: str, kind: str) -> list[bool]:
+    """A leases 4 of a budget of 10 and admits a request of 3 from it (the store never hears of
+    the reservation), then is killed. Once A's lease expires its 4 stay in doubt: B gets 6, not 7.
+    `usage audit` puts A's request on the ledger (0.5, interrupted) and releases A's doubt: B can
+    then use all the ledger leaves (9.5), not more."""
+    tenant = f"tn_doubt_{uuid.uuid4().hex[:10]}"
+    async with AsyncConnectionPool(database_url, min_size=1, max_size=4, kwargs={"row_factory": dict_row}) as pool:
+        store = budget_store(kind, pool)
+        store.lease_ttl = timedelta(seconds=1)
+        a = BudgetManager(store, f"a-{tenant}", slice_fraction=Decimal("0.4"))
+        b = BudgetManager(store, f"b-{tenant}", slice_fraction=Decimal("0.01"))
+        assert await reserve_ok(a, "a1", tenant, "3")
+        deadline = time.monotonic() + 10  # A is dead from here: its lease expires unrenewed
+        while await lease_alive(kind, pool, tenant, a.holder):
+            assert time.monotonic() < deadline, "A's lease never expired"
+            await asyncio.sleep(0.1)  # poll interval
+        outcomes = [await reserve_ok(b, "b1", tenant, "6.1"), await reserve_ok(b, "b2", tenant, "6")]
+        b.settle("b2", ZERO)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            UsageStore().write(conn, [ledger_row("a1", tenant, Decimal("0.5"))])  # the audit's interrupted row
+        redis_url = "redis://127.0.0.1:6379/0" if kind == "redis" else None
+        released = release_dead_holders(database_url, [a.holder], datetime.now(UTC), redis_url)
+        outcomes.append(released == 1)
+        outcomes += [await reserve_ok(b, "b3", tenant, "9.5001"), await reserve_ok(b, "b4", tenant, "9.5")]
+        return outcomes
+
+
+@pytest.mark.parametrize("kind", ["postgres", "redis"])
+def test_a_killed_holders_lease_stays_in_doubt_until_the_audit_releases_it(database_url, kind):
+    assert asyncio.run(killed_holder_scenario(database_url, kind)) == [False, True, True, False, True]
+
+
+async def exit_release_scenario(database_url: str, kind: str) -> list[bool]:
+    """C exits normally: its slice is free at once, only what is still unwritten (its pending 1)
+    stays in doubt, so D gets 9 at once and not 9.0001."""
+    tenant = f"tn_exit_{uuid.uuid4().hex[:10]}"
+    async with AsyncConnectionPool(database_url, min_size=1, max_size=4, kwargs={"row_factory": dict_row}) as pool:
+        store = budget_store(kind, pool)
+        c = BudgetManager(store, f"c-{tenant}", slice_fraction=Decimal("0.5"))
+        d = BudgetManager(store, f"d-{tenant}", slice_fraction=Decimal("0.01"))
+        assert await reserve_ok(c, "c1", tenant, "2")
+        c.settle("c1", Decimal(1))  # its row is spilled, never written: pending at exit
+        await store.release(c.holder, c.closing_reports())
+        return [await reserve_ok(d, "d1", tenant, "9.0001"), await reserve_ok(d, "d2", tenant, "9")]
+
+
+@pytest.mark.parametrize("kind", ["postgres", "redis"])
+def test_a_holder_that_exits_frees_its_slice_at_once_and_leaves_only_unwritten_spend_in_doubt(database_url, kind):
+    assert asyncio.run(exit_release_scenario(database_url, kind)) == [False, True]

@@ -7,8 +7,10 @@ import concurrent.futures as futures
 import json
 import os
 import signal
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import anthropic
@@ -18,7 +20,7 @@ from click.testing import CliRunner
 
 from billingproxy import db
 from billingproxy.cli import main as cli
-from testkit.support import ProxyProcess, tenant_with_token, test_config, wait_until
+from testkit.support import ProxyProcess, budget_of, reservation, tenant_with_token, test_config, wait_until
 
 ROUNDS = 3  # three instances, each SIGKILLed mid-burst
 
@@ -79,6 +81,18 @@ def request_lines(path: Path, tenant_id: str) -> list[dict]:
     return lines
 
 
+def exported(logs: list[Path]) -> list[str]:
+    """The JSON lines of each stdout, as Cloud Logging keeps them (LiteLLM's banner is not JSON)."""
+    exports = []
+    for path in logs:
+        export = path.with_suffix(".jsonl")
+        export.write_text(
+            "".join(raw + "\n" for raw in path.read_text(errors="replace").splitlines() if raw[:1] == "{")
+        )
+        exports.append(str(export))
+    return exports
+
+
 @pytest.mark.timeout(900)
 def test_sigkill_under_load_loses_no_answered_request_nor_provider_call(tmp_path, upstream, database_url):
     tenant_id, token = tenant_with_token(database_url, "crash")
@@ -116,14 +130,7 @@ def test_sigkill_under_load_loses_no_answered_request_nor_provider_call(tmp_path
     assert not missing, f"{len(missing)} of {len(answered)} answered requests have no line"
 
     # `usage replay` of the killed instances' stdout restores them, once.
-    exports = []
-    for path in logs:
-        export = path.with_suffix(".jsonl")
-        # The JSON lines of stdout, as Cloud Logging keeps them (LiteLLM's banner is not JSON).
-        export.write_text(
-            "".join(raw + "\n" for raw in path.read_text(errors="replace").splitlines() if raw[:1] == "{")
-        )
-        exports.append(str(export))
+    exports = exported(logs)
     CliRunner().invoke(cli, ["usage", "replay", *exports, "--json"], env={"DATABASE_URL": database_url})
     ids = usage_ids(database_url, tenant_id)
     assert len(ids) == len(set(ids)), "duplicate rows"
@@ -288,3 +295,94 @@ def test_an_anthropic_messages_stream_is_recorded_before_it_ends_and_a_cut_one_c
         )
     finally:
         proxy.stop()
+
+
+def live_leases(url: str, tenant_id: str) -> int:
+    with db.connect(url) as conn:
+        return conn.execute(
+            "SELECT count(*) AS n FROM budget_leases WHERE tenant_id = %s AND expires_at > now()", (tenant_id,)
+        ).fetchone()["n"]
+
+
+def ledger_spend(url: str, tenant_id: str) -> Decimal:
+    with db.connect(url) as conn:
+        return conn.execute(
+            "SELECT coalesce(sum(cost_usd), 0) AS c FROM litellm_usage WHERE tenant_id = %s", (tenant_id,)
+        ).fetchone()["c"]
+
+
+@pytest.mark.timeout(900)
+def test_sigkill_of_budgeted_instances_keeps_spend_within_the_budget_and_the_audit_frees_the_rest(
+    tmp_path, upstream, database_url
+):
+    """Three instances SIGKILLed in turn under load against one budget, each with its rows still
+    queued (so its spend reaches the ledger only through `usage replay`). After each kill its lease
+    expires; what it held stays in doubt, so the next instance is not granted it again. After
+    replay and audit: spend <= budget; the audit releases the doubt, and a restarted instance
+    spends the rest of the budget at once (to within one request's reservation)."""
+    most = max(reservation(request_body(i)) for i in range(10))
+    # A request costs ~0.4 of its reservation, and a burst answers >= 30 before its kill: without
+    # the doubt every round would see an empty ledger and spend ~12 reservations, ~2x this budget.
+    budget = budget_of(most * 20)
+    tenant_id, token = tenant_with_token(database_url, "crashbudget", budget_usd=budget)
+    logs: list[Path] = []
+    since = datetime.now(UTC)
+    client = httpx.Client(timeout=30)
+    answered = 0
+    for round_ in range(ROUNDS):
+        proxy = start_proxy(tmp_path, upstream, database_url, f"b{round_}")
+        logs.append(proxy.stdout_path)
+        try:
+            with futures.ThreadPoolExecutor(12) as pool:
+                pending = [pool.submit(one, client, proxy, token, i) for i in range(150)]
+                wait_until(
+                    lambda pending=pending: sum(f.done() for f in pending) >= 40, timeout=90, what="burst under way"
+                )
+                assert proxy.process is not None
+                os.killpg(proxy.process.pid, signal.SIGKILL)
+                proxy.process.wait(10)
+                answered += sum(1 for f in pending if f.result())
+        finally:
+            proxy.stop()
+        # Its lease expires unrenewed (10 s): from then on only the doubt keeps its spend counted.
+        wait_until(lambda: live_leases(database_url, tenant_id) == 0, timeout=30, what="the dead lease's expiry")
+    assert ledger_spend(database_url, tenant_id) == 0  # nothing was written before the kills
+
+    exports = exported(logs)
+    env = {"DATABASE_URL": database_url}
+    CliRunner().invoke(cli, ["usage", "replay", *exports, "--json"], env=env)
+    until = datetime.now(UTC) + timedelta(seconds=1)
+    window = ["--since", f"{since:%Y-%m-%dT%H:%M:%S}", "--until", f"{until:%Y-%m-%dT%H:%M:%S}"]
+    result = CliRunner().invoke(cli, ["usage", "audit", *exports, *window, "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    audit = json.loads(result.output)
+    # Each killed instance that held part of the budget: its lease's doubt, now released.
+    assert audit["budget_doubt_released"] >= 1, audit
+    with db.connect(database_url) as conn:
+        held = conn.execute("SELECT count(*) AS n FROM budget_leases WHERE tenant_id = %s AND amount > 0", (tenant_id,))
+        assert held.fetchone()["n"] == 0
+    spent = ledger_spend(database_url, tenant_id)
+    assert 0 < spent <= budget, (spent, budget)
+
+    # Restarted: the budget the ledger leaves is spendable at once, and not a request more.
+    proxy = start_proxy(tmp_path, upstream, database_url, "restarted", BILLINGPROXY_WRITER_INTERVAL_MS="50")
+    try:
+        statuses = []
+        started = time.monotonic()
+        while not statuses or statuses[-1] == 200:
+            body = request_body(0)
+            response = client.post(
+                proxy.url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {token}"}
+            )
+            statuses.append(response.status_code)
+            assert len(statuses) < 200, "the budget never ran out"
+        took = time.monotonic() - started
+    finally:
+        proxy.stop()
+    assert statuses[0] == 200 and statuses[-1] == 429, statuses
+    final = wait_until(
+        lambda: (c := ledger_spend(database_url, tenant_id)) > spent and c, timeout=30, what="the restarted rows"
+    )
+    print(f"answered {answered} before the kills; spent {spent} of {budget} after replay and audit {audit}; "
+          f"restarted: {statuses.count(200)} more in {took:.1f} s, spent {final}")  # fmt: skip
+    assert budget - most <= final <= budget, (final, budget, most)

@@ -3,7 +3,7 @@
 - ``usage_daily`` (per day, tenant, model; maintained by the writer in the usage transaction),
 - ``billing_accrual`` (billable cost and tokens per tenant and billing window; the hourly view),
 - ``billing_outbox`` / ``billing_carry`` (what was sealed and reported),
-- ``budget_spend`` / ``budget_leases`` (the budget store).
+- ``budget_leases`` (the budget store: live leases, pending spend, killed instances' doubt).
 
 - ``usage_hourly`` (per hour and tenant: requests, errors, tokens, cost; the hourly view),
 - ``usage_daily_attribution`` (per day, tenant and end user, tag or key).
@@ -21,6 +21,7 @@ from psycopg import sql
 from billingproxy.billing import MICRO
 from billingproxy.budgets import period_status
 from billingproxy.budgets.scopes import end_user_scope, key_scope
+from billingproxy.budgets.spend import IN_DOUBT
 from billingproxy.prices import PriceStore, PriceVersion
 from billingproxy.tenants import TenantStore, period_start
 
@@ -185,7 +186,8 @@ def totals(series: list[dict]) -> dict[str, Any]:
 def tenants_with_spend(conn: psycopg.Connection, now: datetime) -> list[dict]:
     """Every tenant with its spend this budget period, held (reserved) and remaining budget.
 
-    Spend is the usage rollup plus live instances' pending spend, as the budget store counts it."""
+    Spend is the usage rollup plus live instances' pending spend and killed instances' doubt, as
+    the budget store counts it (``IN_DOUBT``)."""
     # One range scan of the month's rollup rows (contiguous on the (day, tenant, model) key), not a
     # lookup per tenant (a tenant's rollup rows are spread over the table); all-time sums only for
     # tenants with a 'total' budget.
@@ -198,9 +200,12 @@ def tenants_with_spend(conn: psycopg.Connection, now: datetime) -> list[dict]:
                SELECT tenant_id, sum(cost_usd) AS cost FROM usage_daily
                WHERE tenant_id IN (SELECT id FROM tenants WHERE budget_period = 'total') GROUP BY tenant_id),
            held AS (
-               SELECT tenant_id, period_start, sum(amount - pending) AS held, sum(pending) AS pending
+               SELECT tenant_id, period_start,
+                      sum(amount - pending) FILTER (WHERE expires_at > now()) AS held,
+                      sum(pending) FILTER (WHERE expires_at > now()) AS pending,
+                      sum(amount) FILTER (WHERE expires_at <= now()) AS in_doubt
                FROM budget_leases
-               WHERE expires_at > now() GROUP BY tenant_id, period_start),
+               WHERE expires_at > now() - %(in_doubt)s GROUP BY tenant_id, period_start),
            t AS (
                SELECT id, name, status, budget_usd, budget_period, stripe_customer_id, price_multiplier, created_at,
                       CASE budget_period WHEN 'monthly' THEN %(month)s::timestamptz
@@ -209,7 +214,7 @@ def tenants_with_spend(conn: psycopg.Connection, now: datetime) -> list[dict]:
                FROM tenants)
            SELECT t.*,
                   coalesce(CASE t.budget_period WHEN 'monthly' THEN m.cost WHEN 'daily' THEN m.today_cost
-                           ELSE a.cost END, 0) + coalesce(h.pending, 0) AS spent_usd,
+                           ELSE a.cost END, 0) + coalesce(h.pending, 0) + coalesce(h.in_doubt, 0) AS spent_usd,
                   coalesce(h.held, 0) AS reserved_usd, coalesce(m.cost, 0) AS month_cost_usd,
                   coalesce(m.requests, 0)::bigint AS month_requests
            FROM t
@@ -219,6 +224,7 @@ def tenants_with_spend(conn: psycopg.Connection, now: datetime) -> list[dict]:
            ORDER BY t.created_at, t.id""",
         {
             "month": period_start("monthly", now),
+            "in_doubt": IN_DOUBT,
             "day": period_start("daily", now),
             "epoch": period_start("total", now),
             "month_day": month_start(now).date(),
