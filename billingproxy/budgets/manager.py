@@ -208,6 +208,9 @@ class BudgetManager:
         self._reservations: dict[str, Reservation] = {}
         # Settled requests whose rows the writer has not committed yet: their leases and cost.
         self._unwritten: dict[str, tuple[tuple[Lease, ...], Decimal]] = {}
+        # False when no writer will call ``written`` (usage rows off): settled spend stays pending,
+        # the only record of it, and nothing is kept per request.
+        self.tracks_writes = True
         self.store_calls = 0
         # A slice nobody here reserved from for this long goes back to the store at the next
         # flush, so a busy instance can use it; draining (SIGTERM) hands every slice back.
@@ -355,7 +358,7 @@ class BudgetManager:
             lease.last_used = time.monotonic()
             if self.draining:
                 lease.available = ZERO  # nothing more is admitted here: the store gets it back
-        if actual > 0:
+        if actual > 0 and self.tracks_writes:
             self._unwritten[request_id] = (reservation.leases, actual)
 
     def written(self, request_ids: Iterable[str]) -> None:

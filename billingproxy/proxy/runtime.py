@@ -183,8 +183,9 @@ def budgets() -> BudgetManager:
         call_in_wait_s=settings().budget_call_in_s,
     )
     # At SIGTERM the unreserved slices go back to the store at once, the reserved ones as their
-    # requests settle; whatever this instance still holds at exit expires within the lease TTL (10 s).
+    # requests settle; at exit, after the writer's drain, the leases are released (_release_budgets).
     loop = asyncio.get_running_loop()
+    manager.tracks_writes = settings().write_usage
     if settings().write_usage:
         # Spend is the ledger: a settled request stays pending in our leases until its row is
         # committed (the writer's thread tells the loop).

@@ -18,7 +18,8 @@ import openai
 import pytest
 
 from billingproxy import db
-from billingproxy.tenants import TenantStore
+from billingproxy.budgets import period_status
+from billingproxy.tenants import TenantStore, period_start
 from testkit.support import ProxyProcess, budget_of, reservation, test_config, wait_until
 
 MAX_TOKENS = 2000
@@ -219,6 +220,12 @@ def test_sigterm_cuts_what_outlasts_the_grace_records_it_and_exits_within_10_s(t
     if not first:
         assert 20 <= row["completion_tokens"] < MAX_TOKENS
     print(f"row: {dict(row)}")
+    # The exit released the budget lease once the rows were written: nothing held, nothing in doubt.
+    with db.connect(database_url) as conn:
+        status = period_status(conn, tenant.id, period_start("monthly"), tenant.budget_usd)
+        leases = conn.execute("SELECT count(*) AS n FROM budget_leases WHERE tenant_id = %s", (tenant.id,)).fetchone()
+    assert leases["n"] == 1 and status["reserved_usd"] == 0 and status["in_doubt_usd"] == 0, status
+    assert status["spent_usd"] == sum(r["cost_usd"] for r in found) > 0, (status, found)
 
 
 def _post(proxy: ProxyProcess, token: str, body: dict) -> int:

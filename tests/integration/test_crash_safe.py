@@ -81,6 +81,17 @@ def request_lines(path: Path, tenant_id: str) -> list[dict]:
     return lines
 
 
+def burst_then_sigkill(client: httpx.Client, proxy: ProxyProcess, token: str) -> list[str | None]:
+    """150 requests, 12 at a time; SIGKILL once 40 are done. Each request's ``one`` result."""
+    with futures.ThreadPoolExecutor(12) as pool:
+        pending = [pool.submit(one, client, proxy, token, i) for i in range(150)]
+        wait_until(lambda: sum(f.done() for f in pending) >= 40, timeout=90, what="burst under way")
+        assert proxy.process is not None
+        os.killpg(proxy.process.pid, signal.SIGKILL)  # an OOM kill: no handler, no drain
+        proxy.process.wait(10)
+        return [f.result() for f in pending]
+
+
 def exported(logs: list[Path]) -> list[str]:
     """The JSON lines of each stdout, as Cloud Logging keeps them (LiteLLM's banner is not JSON)."""
     exports = []
@@ -106,15 +117,7 @@ def test_sigkill_under_load_loses_no_answered_request_nor_provider_call(tmp_path
         logs.append(proxy.stdout_path)
         calls_before = sum(upstream.calls.values())
         try:
-            with futures.ThreadPoolExecutor(12) as pool:
-                pending = [pool.submit(one, client, proxy, token, i) for i in range(150)]
-                wait_until(
-                    lambda pending=pending: sum(f.done() for f in pending) >= 40, timeout=90, what="burst under way"
-                )
-                assert proxy.process is not None
-                os.killpg(proxy.process.pid, signal.SIGKILL)  # an OOM kill: no handler, no drain
-                proxy.process.wait(10)
-                done = [f.result() for f in pending]
+            done = burst_then_sigkill(client, proxy, token)
         finally:
             proxy.stop()
         provider_calls += sum(upstream.calls.values()) - calls_before
@@ -333,15 +336,7 @@ def test_sigkill_of_budgeted_instances_keeps_spend_within_the_budget_and_the_aud
         proxy = start_proxy(tmp_path, upstream, database_url, f"b{round_}")
         logs.append(proxy.stdout_path)
         try:
-            with futures.ThreadPoolExecutor(12) as pool:
-                pending = [pool.submit(one, client, proxy, token, i) for i in range(150)]
-                wait_until(
-                    lambda pending=pending: sum(f.done() for f in pending) >= 40, timeout=90, what="burst under way"
-                )
-                assert proxy.process is not None
-                os.killpg(proxy.process.pid, signal.SIGKILL)
-                proxy.process.wait(10)
-                answered += sum(1 for f in pending if f.result())
+            answered += sum(1 for call_id in burst_then_sigkill(client, proxy, token) if call_id)
         finally:
             proxy.stop()
         # Its lease expires unrenewed (10 s): from then on only the doubt keeps its spend counted.
