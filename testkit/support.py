@@ -293,16 +293,9 @@ def _reservation_parts() -> tuple[Any, Any]:
 def reservation(body: dict[str, Any], call_type: str = "acompletion") -> Decimal:
     """What the proxy reserves for ``body`` at config.yaml's prices: its prompt bound (counted
     with the model's tokenizer where it has one) and its output limit, or the model's cap."""
-    from billingproxy.metering import max_cost, request_dimensions
+    from billingproxy.metering import max_cost
 
     prices, catalog = _reservation_parts()
     model = body["model"]
     cap = catalog.output_cap(model)
-    dimensions = request_dimensions(
-        body,
-        call_type,
-        injects_cache_control=catalog.injects_cache_control(model),
-        context_window=catalog.context_window(model),
-        count=catalog.token_counter(model),
-    )
-    return max_cost(prices, model, body, cap or 4096, dimensions, cap)
+    return max_cost(prices, model, body, cap or 4096, catalog.request_dimensions(model, body, call_type), cap)

@@ -23,7 +23,7 @@ from billingproxy.proxy.catalog import ModelCatalog
 from billingproxy.proxy.contract import budget_refusal_headers
 
 __all__ = [
-    "MIN_FILLED_MAX_TOKENS",
+    "MIN_SHRUNK_MAX_TOKENS",
     "TenantLimits",
     "admit",
     "affordable_output_tokens",
@@ -33,9 +33,9 @@ __all__ = [
 ]
 
 _DEFAULTS = ProxySettings()
-# A filled-in output limit never shrinks below this near the end of a budget: a budget with less
-# room than this many output tokens refuses (429) instead.
-MIN_FILLED_MAX_TOKENS = 64
+# Near the end of a budget, a request without an output limit gets one written that fits what is
+# left, never below this: a budget with less room than this many output tokens refuses (429).
+MIN_SHRUNK_MAX_TOKENS = 64
 # Where an absent output limit is filled in, so a reservation really bounds the cost.
 _OUTPUT_LIMIT_FIELD = {"acompletion": "max_tokens", "atext_completion": "max_tokens", "aresponses": "max_output_tokens"}
 
@@ -174,15 +174,15 @@ async def admit(
     if not levels:
         return
     bound = cap or settings.default_max_tokens  # the output limit reserved when the client set none
-    injects = catalog.injects_cache_control(model) if catalog is not None else True
-    window = catalog.context_window(model) if catalog is not None else None
-    count = catalog.token_counter(model) if catalog is not None else None
-    dimensions = request_dimensions(body, call_type, injects_cache_control=injects, context_window=window, count=count)
+    if catalog is not None:
+        dimensions = catalog.request_dimensions(model, body, call_type)
+    else:  # an unknown catalog: assume LiteLLM adds cache markers (the bound stays an upper bound)
+        dimensions = request_dimensions(body, call_type, injects_cache_control=True)
     amount = max_cost(prices, model, body, bound, dimensions, cap)
     # Near the end of a budget, a request that set no limit gets one that fits what is left (down
-    # to MIN_FILLED_MAX_TOKENS) rather than a refusal of a cheap question for a reservation of the
+    # to MIN_SHRUNK_MAX_TOKENS) rather than a refusal of a cheap question for a reservation of the
     # model's whole output cap; a limit the client chose is reserved whole or refused.
-    floor = MIN_FILLED_MAX_TOKENS if absent and bound > MIN_FILLED_MAX_TOKENS else None
+    floor = MIN_SHRUNK_MAX_TOKENS if absent and bound > MIN_SHRUNK_MAX_TOKENS else None
     minimum = None
     if floor is not None:
         minimum = max_cost(prices, model, {**body, limit_field: floor}, bound, dimensions, cap)

@@ -16,7 +16,7 @@ import yaml
 
 from billingproxy.config import config_path, is_set
 from billingproxy.errors import ConfigError
-from billingproxy.metering import tokenizer
+from billingproxy.metering import RequestDimensions, request_dimensions, tokenizer
 
 __all__ = ["ModelCatalog", "ModelEntry"]
 
@@ -81,6 +81,17 @@ class ModelCatalog:
         """The most output tokens one reply from ``model`` can carry (and the provider bill), if
         config.yaml declares it: a request asking for more is refused by the provider."""
         return self.output_caps.get(model)
+
+    def request_dimensions(self, model: str, body: dict[str, Any], call_type: str) -> RequestDimensions:
+        """What ``body`` may cost beyond its limits, as this model's deployments bill it: prompt
+        bound (its tokenizer where loaded), cache-control markers, context window."""
+        return request_dimensions(
+            body,
+            call_type,
+            injects_cache_control=self.injects_cache_control(model),
+            context_window=self.context_window(model),
+            count=self.token_counter(model),
+        )
 
     def token_counter(self, model: str) -> Callable[[str], int] | None:
         """The model's own tokenizer, once loaded (``load_tokenizers``); None: count bytes."""

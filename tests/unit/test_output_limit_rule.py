@@ -12,7 +12,7 @@ from billingproxy.budgets import BudgetManager
 from billingproxy.config import ProxySettings
 from billingproxy.errors import Refusal
 from billingproxy.metering import PriceTable, max_cost
-from billingproxy.proxy.admission import MIN_FILLED_MAX_TOKENS, admit
+from billingproxy.proxy.admission import MIN_SHRUNK_MAX_TOKENS, admit
 from billingproxy.proxy.catalog import ModelCatalog, ModelEntry
 from tests.unit.test_budget_levels import MemoryStore
 
@@ -66,7 +66,7 @@ async def test_a_client_limit_above_the_cap_is_reserved_at_the_cap():
 async def test_near_the_end_of_a_budget_the_limit_written_fits_what_is_left():
     full = max_cost(PRICES, "capped", {"messages": QUESTION, "max_tokens": CAP}, 1)
     body, reserved = await admitted("capped", full / 3)
-    assert MIN_FILLED_MAX_TOKENS <= body["max_tokens"] < CAP / 3 + 1
+    assert MIN_SHRUNK_MAX_TOKENS <= body["max_tokens"] < CAP / 3 + 1
     assert max_cost(PRICES, "capped", body, 1) <= reserved <= full / 3  # the overdraft is zero by construction
 
 
