@@ -65,6 +65,9 @@ THRESHOLDS = (50, 80, 100)
 LEASE_MARGIN_S = 2.0  # a lease older than its TTL minus this is treated as expired
 REFUSAL_MEMO_S = 0.05  # after the store refused a slice, refuse locally for this long
 CALL_IN_POLL_S = 0.025  # a refused request that called slices in asks the store again this often
+# A grant refused only for our own unwritten spend is asked again after this: long enough for the
+# writer's notices of rows it committed meanwhile (a commit takes a few ms) to reach the loop.
+OWN_WRITES_S = 0.025
 CALL_IN_MEMO_S = 1.0  # a call-in that freed nothing is not repeated for this scope this soon
 # An idle lease (nothing settled, nothing changed) is renewed this often, not every flush: with a
 # lease per end user, reporting all of them every second would grow with the end users seen.
@@ -326,6 +329,20 @@ class BudgetManager:
             lease.called_in_until = time.monotonic() + CALL_IN_MEMO_S
 
     async def _ask(self, lease: Lease, want: Decimal, need: Decimal) -> Grant:
+        grant, pending = await self._ask_once(lease, want, need)
+        if grant.ok or pending <= 0 or not self.tracks_writes:
+            return grant
+        # Rows the writer committed while the store read the ledger are counted twice until their
+        # ``written`` reaches us (in the ledger and still in our pending). Refused only because of
+        # our own unwritten spend: let those notices arrive and ask once more, so a budget is not
+        # refused early (a client sending one request at a time refills on every request).
+        if grant.budget - (grant.spent - pending) - grant.others - lease.reserved < need:
+            return grant
+        await asyncio.sleep(OWN_WRITES_S)
+        grant, _ = await self._ask_once(lease, want, need)
+        return grant
+
+    async def _ask_once(self, lease: Lease, want: Decimal, need: Decimal) -> tuple[Grant, Decimal]:
         report = _take_report(lease)
         self.store_calls += 1
         asked_at = time.monotonic()
@@ -335,7 +352,7 @@ class BudgetManager:
         lease.refused_until = 0.0 if grant.ok else time.monotonic() + REFUSAL_MEMO_S
         lease.refused_need = need
         lease.told_holding, lease.told_at = kept + grant.granted, asked_at
-        return grant
+        return grant, report.pending
 
     def hand_over(self, holder: str, scope: str, start: datetime) -> None:
         """Another holder called in (scope, period start): our unreserved slice goes back to the

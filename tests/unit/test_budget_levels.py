@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from decimal import Decimal
 
@@ -207,6 +208,41 @@ async def test_rows_written_are_reported_even_when_a_refill_already_told_the_sto
     store.reported.clear()
     await manager.flush()
     assert store.reported == []  # reported once, not every flush
+
+
+class LedgerStore:
+    """One holder, a budget of 10: spend is the ledger plus the holder's pending. The first grant
+    reads the ledger just after the writer committed "r0" (its notice not yet delivered), as a
+    real store can: that row is counted twice in that answer."""
+
+    def __init__(self) -> None:
+        self.ledger = Decimal(0)
+        self.manager: BudgetManager | None = None
+        self.calls = 0
+
+    async def acquire(self, holder, report, kept, want, need) -> Grant:
+        self.calls += 1
+        if self.calls == 2:  # the writer commits r0 (6) during this call; its notice comes after
+            self.ledger += Decimal(6)
+            asyncio.get_running_loop().call_soon(self.manager.written, ["r0"])
+        spent = self.ledger + report.pending
+        free = Decimal(10) - spent - (kept - report.pending)
+        granted = min(want, free) if free >= need else Decimal(0)
+        return Grant(granted=granted, spent=spent, budget=Decimal(10))
+
+    async def report(self, holder, reports):
+        return []
+
+
+async def test_a_grant_refused_only_for_rows_committed_during_it_is_asked_again():
+    store = LedgerStore()
+    manager = store.manager = BudgetManager(store, "h", slice_fraction=Decimal("0.01"))
+    level = [("tenant", "tn_1", Decimal(10), "monthly")]
+    await manager.reserve_levels("r0", level, Decimal(6))
+    manager.settle("r0", Decimal(6))  # pending 6; its row is committed during the next grant
+    # 4 are left. Counting r0 in the ledger and in pending, the store sees -2 left and refuses.
+    assert await manager.reserve_levels("r1", level, Decimal(4)) is not None
+    assert store.calls == 3  # asked again once the writer's notice arrived
 
 
 async def test_with_a_minimum_every_level_holds_the_smallest_room_left():
