@@ -2,7 +2,7 @@
 
 A lease that expires unreleased (its holder was SIGKILLed, OOM-killed, lost its host) leaves its
 settled-but-unwritten spend and its requests in flight *in doubt*: both stores count them as spent
-for ``IN_DOUBT`` after the lease expired (postgres_store), because the provider may bill those
+for ``IN_DOUBT`` after the lease expired (spend.py), because the provider may bill those
 calls and their rows arrive only when the instance's stdout is replayed. Once ``usage audit`` has
 put every request of such an instance on the ledger, its doubt is released at once.
 """

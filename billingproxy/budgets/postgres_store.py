@@ -20,11 +20,10 @@ from billingproxy.budgets.manager import BudgetStoreUnavailable, Grant, Report, 
 from billingproxy.budgets.spend import IN_DOUBT, derived_spend_query
 from billingproxy.metering import ZERO
 
-__all__ = ["IN_DOUBT", "LEASE_TTL", "PostgresBudgetStore", "release_holders"]
+__all__ = ["LEASE_TTL", "PostgresBudgetStore", "release_holders"]
 
 # Holders renew every second (BudgetManager.run): a dead holder's slice is free again within 10 s.
 LEASE_TTL = timedelta(seconds=10)
-
 
 _ENSURE = """INSERT INTO budget_spend (tenant_id, period_start) VALUES (%s, %s) ON CONFLICT DO NOTHING"""
 _LOCK = """SELECT last_threshold FROM budget_spend WHERE tenant_id = %s AND period_start = %s FOR UPDATE"""

@@ -20,8 +20,8 @@ import redis.exceptions
 from psycopg_pool import AsyncConnectionPool
 
 from billingproxy.budgets.manager import BudgetStoreUnavailable, Grant, Report, crossed_thresholds
-from billingproxy.budgets.postgres_store import IN_DOUBT, LEASE_TTL
-from billingproxy.budgets.spend import derived_spend_query
+from billingproxy.budgets.postgres_store import LEASE_TTL
+from billingproxy.budgets.spend import IN_DOUBT, derived_spend_query
 from billingproxy.errors import ConfigError
 from billingproxy.metering import COST_QUANTUM, ZERO
 
