@@ -17,7 +17,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from billingproxy.budgets.manager import BudgetStoreUnavailable, Grant, Report, crossed_thresholds
-from billingproxy.budgets.spend import IN_DOUBT, derived_spend_query
+from billingproxy.budgets.spend import derived_spend_query, lease_sums_query
 from billingproxy.metering import ZERO
 
 __all__ = ["LEASE_TTL", "PostgresBudgetStore", "release_holders"]
@@ -27,16 +27,6 @@ LEASE_TTL = timedelta(seconds=10)
 
 _ENSURE = """INSERT INTO budget_spend (tenant_id, period_start) VALUES (%s, %s) ON CONFLICT DO NOTHING"""
 _LOCK = """SELECT last_threshold FROM budget_spend WHERE tenant_id = %s AND period_start = %s FOR UPDATE"""
-# What the other live holders hold (pending spend included), of that their pending spend, and what
-# dead holders left in doubt: a lease that expired unreleased (its holder was killed) still counts
-# as spent, whole (what of the slice was reserved since its last report is unknown), for IN_DOUBT
-# after it expired or until `usage audit` has put that holder's requests on the ledger
-# (``release_holders``).
-_OTHERS = """SELECT coalesce(sum(amount) FILTER (WHERE expires_at > now()), 0) AS held,
-           coalesce(sum(pending) FILTER (WHERE expires_at > now()), 0) AS pending,
-           coalesce(sum(amount) FILTER (WHERE expires_at <= now()), 0) AS in_doubt
-    FROM budget_leases
-    WHERE tenant_id = %s AND period_start = %s AND holder <> %s AND expires_at > now() - %s"""
 _HOLD = """INSERT INTO budget_leases (tenant_id, period_start, holder, amount, pending, expires_at)
     VALUES (%s, %s, %s, %s, %s, now() + %s)
     ON CONFLICT (tenant_id, period_start, holder)
@@ -106,10 +96,10 @@ class PostgresBudgetStore:
 
     @staticmethod
     async def _spent(conn: psycopg.AsyncConnection, holder: str, report: Report) -> tuple[Decimal, Decimal, Decimal]:
-        """Spend from its one source: the ledger's rollups plus every live holder's pending spend;
-        and what the others hold, and of that their pending spend."""
+        """Spend from its one source: the ledger's rollups plus every live holder's pending spend and
+        dead holders' doubt; and what the others hold, and of that their pending spend."""
         ledger = await _scalar(conn, *derived_spend_query(report.tenant_id, report.period_start))
-        cursor = await conn.execute(_OTHERS, (report.tenant_id, report.period_start, holder, IN_DOUBT))
+        cursor = await conn.execute(*lease_sums_query(report.tenant_id, report.period_start, but=holder))
         row = await cursor.fetchone()
         others, others_pending = Decimal(row["held"]), Decimal(row["pending"])
         return ledger + others_pending + Decimal(row["in_doubt"]) + report.pending, others, others_pending
