@@ -77,10 +77,10 @@ test: lint
 	@echo "[test] pytest (the whole suite)"
 	$(PY) -m pytest
 
-# Stock proxy vs ours, same run, alternating; prints the table and writes JSON + PNG (< 10 min).
+# Stock proxy (twice: the A/A noise floor) vs ours, same run, balanced order; table, JSON + PNG (~12 min).
 bench: $(STAMP)
-	$(PY) -m bench.compare --requests 400 --warmup 50 --concurrency 8 64 --rounds 8 --ready-starts 1 \
-		--variants stock ours ours-budget ours-levels --json bench/results/compare.json
+	$(PY) -m bench.compare --requests 400 --warmup 50 --concurrency 8 64 --rounds 10 --ready-starts 1 \
+		--variants stock stock-again ours ours-budget ours-levels --json bench/results/compare.json
 	$(PY) -m bench.chart bench/results/compare.json bench/results/compare.png
 
 # 100k requests through our proxy; RSS growth (~15 min).

@@ -30,7 +30,9 @@ def main(source: Path, target: Path) -> None:
     rows = data["results"]
     labels = [f"{r['variant']}\nc={r['concurrency']}" for r in rows]
     throughput.bar(
-        range(len(rows)), [r["rps"] for r in rows], color=["#999" if r["variant"] == "stock" else "#2a7" for r in rows]
+        range(len(rows)),
+        [r["rps"] for r in rows],
+        color=["#999" if r["variant"].startswith("stock") else "#2a7" for r in rows],
     )
     throughput.set_xticks(range(len(rows)), labels, fontsize=7)
     throughput.set(ylabel="requests/s (median over rounds)", title="Throughput per configuration")

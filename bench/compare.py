@@ -60,6 +60,8 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "stock-2w": ("none", {"NUM_WORKERS": "2"}),
     "ours-2w": ("all", {"NUM_WORKERS": "2"}),
     "ours-access-log": ("all", {"LITELLM_LOG": "INFO"}),
+    # The stock proxy again: its ratio to stock is the run's own noise floor (an A/A comparison).
+    "stock-again": ("none", {}),
 }
 BUDGETED = {"ours-budget", "ours-levels"}
 LEVELS = {"ours-levels"}
@@ -295,6 +297,29 @@ def summarise(results: list[Result]) -> dict[tuple[str, int], Result]:
 _NOT_IN_ROWS = ("latencies_ms", "rps_ratio", "cpu_ratio", "round_no")  # rows carry the ratios by their own names
 
 
+def round_ratios(results: list[Result]) -> dict[tuple[str, int], list[float]]:
+    """Per (variant, concurrency): the req/s ratio to stock of every round."""
+    stock = {(r.concurrency, r.round_no): r.rps for r in results if r.variant == "stock"}
+    ratios: dict[tuple[str, int], list[float]] = {}
+    for r in results:
+        if (r.concurrency, r.round_no) in stock:
+            ratios.setdefault((r.variant, r.concurrency), []).append(r.rps / stock[(r.concurrency, r.round_no)])
+    return ratios
+
+
+def print_spread(ratios: dict[tuple[str, int], list[float]]) -> None:
+    """How far single rounds scatter: the noise a median over rounds smooths (stock-again: A/A)."""
+    print("\nper-round req/s ratio vs stock (quartiles, range):")
+    for (variant, concurrency), values in sorted(ratios.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        if variant == "stock" or len(values) < 2:
+            continue
+        q1, q2, q3 = statistics.quantiles(values, n=4)
+        print(
+            f"  {variant:16} c={concurrency:<3} median {q2:.3f}  quartiles {q1:.3f}-{q3:.3f}  "
+            f"range {min(values):.3f}-{max(values):.3f}  over {len(values)} rounds"
+        )
+
+
 def print_table(summary: dict[tuple[str, int], Result], ready: dict[str, list[float]]) -> list[dict]:
     rows = []
     header = (
@@ -334,20 +359,52 @@ def print_table(summary: dict[tuple[str, int], Result], ready: dict[str, list[fl
     return rows
 
 
+def balanced_orders(names: list[str]) -> list[list[str]]:
+    """A Williams design: every variant runs in every position, and follows every other variant,
+    equally often over the orders returned (n of them for an even count, 2n for an odd one).
+
+    A plain rotation (ABCD, BCDA, …) keeps the cyclic succession, so each variant always follows
+    the same one and inherits whatever trailing work that one leaves on the core. (In two A/A runs
+    with the rotation, the copy of stock that always ran after stock measured 0.953 and 0.958 of
+    it; with this order, 1.035: within this machine's noise either way, but no longer built in.)"""
+    n = len(names)
+    first, low, high = [0], 1, n - 1
+    while len(first) < n:
+        first.append(low)
+        low += 1
+        if len(first) < n:
+            first.append(high)
+            high -= 1
+    rows = [[(x + shift) % n for x in first] for shift in range(n)]
+    if n % 2:
+        rows += [list(reversed(row)) for row in rows]
+    return [[names[i] for i in row] for row in rows]
+
+
+def settle(pids: list[int], idle_share: float = 0.05, window_s: float = 0.1, timeout_s: float = 5.0) -> None:
+    """Wait until no proxy is still busy with the previous block's trailing work (LiteLLM's logging
+    worker, our writer): their CPU over a short window below ``idle_share`` of a core, or the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        before = sum(cpu_seconds(pid) for pid in pids)
+        time.sleep(window_s)
+        if sum(cpu_seconds(pid) for pid in pids) - before < idle_share * window_s * len(pids):
+            return
+
+
 async def run_rounds(args, proxies: dict[str, ProxyProcess], tokens: dict[str, str]) -> list[Result]:
     results = []
+    pids = [proxy.process.pid for proxy in proxies.values()]
+    orders = balanced_orders(list(proxies))
     for concurrency in args.concurrency:
         for variant, proxy in proxies.items():  # warm-up: connections, caches, the writer
             body = BODIES.get(variant, BODY)
             await drive(proxy.url, tokens[variant], min(200, args.requests), concurrency, proxy.process.pid, body)
         for round_no in range(args.rounds):
-            # Rotate the order (ABCD, BCDA, …): no variant runs twice in a row, so a slow spell of the
-            # machine does not land on one variant's two blocks at a turn of the order.
-            names = list(proxies)
-            order = names[round_no % len(names) :] + names[: round_no % len(names)]
-            for variant in order:
+            for variant in orders[round_no % len(orders)]:
                 proxy = proxies[variant]
                 body = BODIES.get(variant, BODY)
+                settle(pids)
                 # Each variant sat idle while the others ran: a short warm-up first, so a round measures
                 # the steady state (an idle budgeted instance has handed its slice back and refills it
                 # on the first request; that transient is not the plugins' per-request cost).
@@ -419,6 +476,8 @@ def main() -> None:
     for concurrency, rps in limits.items():
         print(f"direct upstream (the limit) c={concurrency}: {rps:.1f} req/s")
     rows = print_table(summary, ready)
+    ratios = round_ratios(results)
+    print_spread(ratios)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(
@@ -428,6 +487,7 @@ def main() -> None:
                     "upstream_limit_rps": limits,
                     "time_to_ready_s": ready,
                     "results": rows,
+                    "rps_ratio_per_round": {f"{v}@{c}": values for (v, c), values in ratios.items()},
                     "latency_samples_ms": {f"{v}@{c}": r.latencies_ms for (v, c), r in summary.items()},
                 },
                 indent=1,

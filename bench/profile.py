@@ -29,7 +29,7 @@ def inclusive_shares(raw: Path) -> Counter[str]:
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, samples = line.rpartition(" ")
-        if not stack:
+        if not stack or not samples.isdigit():  # a frame name py-spy printed across lines (a docstring)
             continue
         total += int(samples)
         for frame in {re.sub(r":\d+\)", ")", frame) for frame in stack.split(";")}:
