@@ -4,6 +4,7 @@ trailing work on the proxy core (a plain rotation keeps each variant's predecess
 from __future__ import annotations
 
 from collections import Counter
+from itertools import pairwise
 
 import pytest
 
@@ -18,7 +19,7 @@ def test_every_variant_runs_in_every_position_and_after_every_other_equally_ofte
     assert all(sorted(order) == names for order in orders)
     positions = Counter((position, name) for order in orders for position, name in enumerate(order))
     assert set(positions.values()) == {len(orders) // count}, positions
-    successions = Counter(pair for order in orders for pair in zip(order, order[1:]))
+    successions = Counter(pair for order in orders for pair in pairwise(order))
     assert len(successions) == count * (count - 1)  # every ordered pair of distinct variants
     assert len(set(successions.values())) == 1, successions
 
@@ -26,5 +27,5 @@ def test_every_variant_runs_in_every_position_and_after_every_other_equally_ofte
 def test_a_rotation_would_fail_the_balance() -> None:
     names = ["a", "b", "c", "d"]
     rotation = [names[i:] + names[:i] for i in range(len(names))]
-    successions = Counter(pair for order in rotation for pair in zip(order, order[1:]))
+    successions = Counter(pair for order in rotation for pair in pairwise(order))
     assert len(successions) < len(names) * (len(names) - 1)  # the check above can fail
