@@ -79,7 +79,7 @@ test: lint
 
 # Stock proxy (twice: the A/A noise floor) vs ours, same run, balanced order; table, JSON + PNG (~12 min).
 bench: $(STAMP)
-	$(PY) -m bench.compare --requests 400 --warmup 50 --concurrency 8 64 --rounds 10 --ready-starts 1 \
+	$(PY) -m bench.compare --concurrency 8 64 --requests 40 256 --warmup 0 64 --rounds 150 20 --ready-starts 1 \
 		--variants stock stock-again ours ours-budget ours-levels --json bench/results/compare.json
 	$(PY) -m bench.chart bench/results/compare.json bench/results/compare.png
 
