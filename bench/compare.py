@@ -157,13 +157,11 @@ async def drive(
             return await drive(url, token, requests, concurrency, pid, body, warmup, own)
     latencies: list[float] = []
     overheads: list[float] = []
-    errors = 0
-    kinds: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()  # failed requests, by HTTP status or exception
     peak = rss_mb(pid)
     headers = {"Authorization": f"Bearer {token}"}
 
     async def worker(remaining) -> None:
-        nonlocal errors
         for _ in remaining:
             started = time.perf_counter()
             try:
@@ -175,7 +173,6 @@ async def drive(
                 kind, overhead = type(exc).__name__, None
             latencies.append((time.perf_counter() - started) * 1000)
             if kind != "200":
-                errors += 1
                 kinds[kind] += 1
             if overhead:
                 overheads.append(float(overhead))
@@ -191,7 +188,6 @@ async def drive(
         await asyncio.gather(*(worker(warm) for _ in range(concurrency)))
         latencies.clear()
         overheads.clear()
-        errors = 0
         kinds.clear()
     remaining = iter(range(requests))
     sampler = asyncio.create_task(sample_rss())
@@ -206,7 +202,7 @@ async def drive(
         variant="",
         concurrency=concurrency,
         requests=requests,
-        errors=errors,
+        errors=sum(kinds.values()),
         rps=requests / elapsed,
         p50_ms=percentile(latencies, 50),
         p99_ms=percentile(latencies, 99),
