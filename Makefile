@@ -77,7 +77,7 @@ test: lint
 	@echo "[test] pytest (the whole suite)"
 	$(PY) -m pytest
 
-# Stock proxy (twice: the A/A noise floor) vs ours, same run, balanced order; table, JSON + PNG (~12 min).
+# Stock proxy (twice: the A/A noise floor) vs ours, same run, balanced order; table, JSON + PNG (~17 min).
 bench: $(STAMP)
 	$(PY) -m bench.compare --concurrency 8 64 --requests 40 256 --warmup 0 64 --rounds 150 20 --ready-starts 1 \
 		--variants stock stock-again ours ours-budget ours-levels --json bench/results/compare.json
